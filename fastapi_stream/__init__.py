@@ -1,0 +1,71 @@
+"""fastapi_stream: message brokers for FastAPI.
+
+``StreamRouter`` is an ``APIRouter`` that owns a broker connection; its ``subscriber`` and
+``publisher`` decorators sit next to ``get`` and ``post``, and message handlers use
+FastAPI's own dependency injection.
+"""
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import TypeAlias
+
+from starlette.datastructures import State
+
+from fastapi_stream.core.broker import StreamBroker
+from fastapi_stream.core.codec import Decoder, Encoder
+from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.errors import (
+    BrokerNotConnected,
+    ConfigurationError,
+    HandlerError,
+    PayloadError,
+    PublishError,
+    RequestTimeout,
+    StreamError,
+    TransportError,
+)
+from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
+from fastapi_stream.core.middleware import Middleware
+from fastapi_stream.core.policy import AckPolicy, Retry
+from fastapi_stream.core.publisher import Publisher, Response
+from fastapi_stream.core.subscriber import Subscriber
+from fastapi_stream.core.transport import Subscription, SubscriptionSpec, Transport
+from fastapi_stream.router import StreamRouter
+
+#: Annotate a handler parameter with ``Logger`` to receive the broker's logger.
+Logger: TypeAlias = logging.Logger
+
+try:
+    __version__ = version("fastapi-stream")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AckPolicy",
+    "BrokerNotConnected",
+    "ConfigurationError",
+    "Decoder",
+    "Encoder",
+    "Endpoint",
+    "HandlerError",
+    "Logger",
+    "Middleware",
+    "OutgoingMessage",
+    "PayloadError",
+    "PublishError",
+    "Publisher",
+    "RequestTimeout",
+    "Response",
+    "Retry",
+    "Settlement",
+    "State",
+    "StreamBroker",
+    "StreamError",
+    "StreamMessage",
+    "StreamRouter",
+    "Subscriber",
+    "Subscription",
+    "SubscriptionSpec",
+    "Transport",
+    "TransportError",
+]

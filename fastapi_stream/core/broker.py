@@ -1,0 +1,267 @@
+"""The broker: one transport, the subscribers and publishers bound to it, and its lifecycle.
+
+``router.broker`` is a :class:`StreamBroker`. HTTP handlers publish through it; the
+router's lifespan starts it with the app and closes it after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.datastructures import State
+
+from fastapi_stream.core import codec
+from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.message import OutgoingMessage, StreamMessage, new_message_id
+from fastapi_stream.core.middleware import Middleware, PublishNext, chain_publish
+from fastapi_stream.core.policy import DEFAULT_RETRY, AckPolicy, Retry
+from fastapi_stream.core.publisher import Publisher
+from fastapi_stream.core.subscriber import Subscriber
+from fastapi_stream.core.transport import Transport
+
+__all__ = ["StreamBroker"]
+
+DEFAULT_GRACEFUL_TIMEOUT = 15.0
+
+
+class StreamBroker:
+    """A connection to a message broker with the subscribers and publishers that use it.
+
+    Settings given here are defaults for every subscriber: ``ack_policy``, ``retry``,
+    ``dead_letter``, ``middlewares`` and the ``encoder``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        ack_policy: AckPolicy = AckPolicy.ACK,
+        retry: Retry = DEFAULT_RETRY,
+        dead_letter: str | None = None,
+        middlewares: Sequence[Middleware] = (),
+        encoder: codec.Encoder = codec.encode,
+        logger: logging.Logger | None = None,
+        request_timeout: float = 10.0,
+    ) -> None:
+        if graceful_timeout < 0:
+            raise ConfigurationError("graceful_timeout must be >= 0 seconds")
+        self.transport = transport
+        self.graceful_timeout = graceful_timeout
+        self.ack_policy = ack_policy
+        self.retry = retry
+        self.dead_letter = dead_letter
+        self.middlewares = list(middlewares)
+        self.encoder = encoder
+        self.logger = logger or logging.getLogger("fastapi_stream")
+        self.request_timeout = request_timeout
+        self.subscribers: list[Subscriber] = []
+        self.publishers: list[Publisher] = []
+        #: Lifespan state shared with handlers that declare a ``State`` parameter.
+        self.state = State()
+        #: Where ``dependency_overrides`` come from: the FastAPI app, once started.
+        self.dependency_overrides_provider: Any = None
+        #: Set by the test broker: endpoints and publishers record calls in ``.mock``.
+        self.testing = False
+        #: Set by the inline test broker: handler errors surface at ``publish()``.
+        self.raise_errors = False
+        #: The event loop the broker was started in.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._connected = False
+        self._started = False
+        self._send: PublishNext = self._transport_publish
+
+    def __repr__(self) -> str:
+        return f"StreamBroker({self.transport.describe()})"
+
+    @property
+    def dependency_overrides(self) -> Mapping[Callable[..., Any], Callable[..., Any]]:
+        provider = self.dependency_overrides_provider
+        return getattr(provider, "dependency_overrides", None) or {}
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # -- registration ------------------------------------------------------------------
+
+    def add_subscriber(self, subscriber: Subscriber) -> Subscriber:
+        self.subscribers.append(subscriber)
+        return subscriber
+
+    def add_publisher(self, publisher: Publisher) -> Publisher:
+        publisher.broker = self
+        self.publishers.append(publisher)
+        return publisher
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        if self._started:
+            raise ConfigurationError("add middlewares before the broker starts")
+        self.middlewares.append(middleware)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the transport's connection (idempotent)."""
+        if not self._connected:
+            self._send = chain_publish(self.middlewares, self._transport_publish)
+            await self.transport.connect()
+            self._connected = True
+
+    async def start(self) -> None:
+        """Connect and start every subscriber."""
+        await self.connect()
+        if self._started:
+            return
+        self._started = True
+        self.loop = asyncio.get_running_loop()
+        try:
+            for subscriber in self.subscribers:
+                await subscriber.start(self)
+                self.logger.debug(
+                    "subscriber %s listens on %s", subscriber.name, subscriber.channel
+                )
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop every subscriber: no new messages, in-flight ones finish within
+        ``graceful_timeout``. The connection stays open for publishing."""
+        self._started = False
+        await asyncio.gather(
+            *(subscriber.stop(self.graceful_timeout) for subscriber in self.subscribers)
+        )
+
+    async def close(self) -> None:
+        """Stop the subscribers, then close the connection. Closing twice is harmless."""
+        await self.stop()
+        if self._connected:
+            self._connected = False
+            await self.transport.close()
+
+    async def replace_transport(self, transport: Transport) -> Transport:
+        """Close the current transport and use ``transport`` from now on (the test broker
+        does this). Returns the transport that was replaced; a started broker restarts."""
+        was_started = self._started
+        await self.close()
+        replaced, self.transport = self.transport, transport
+        if was_started:
+            await self.start()
+        return replaced
+
+    async def ping(self, timeout: float = 3.0) -> bool:
+        """Whether the broker answers within ``timeout`` seconds."""
+        if not self._connected:
+            return False
+        return await self.transport.ping(timeout)
+
+    async def __aenter__(self) -> StreamBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- publishing --------------------------------------------------------------------
+
+    def outgoing(
+        self,
+        message: Any,
+        channel: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        content_type: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> OutgoingMessage:
+        """Encode ``message`` into what the transport sends."""
+        body, encoded_type = self.encoder(message)
+        return OutgoingMessage(
+            channel=channel,
+            body=body,
+            headers=dict(headers) if headers else {},
+            content_type=content_type or encoded_type,
+            message_id=message_id or new_message_id(),
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            options=options or {},
+        )
+
+    async def publish(
+        self,
+        message: Any,
+        channel: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        content_type: str | None = None,
+        **options: Any,
+    ) -> None:
+        """Encode and send ``message`` to ``channel``.
+
+        ``options`` are the broker's own publish options (a Kafka ``key``, an AMQP
+        ``priority``...). Returns once the broker confirmed the message where it confirms.
+        """
+        await self.send(
+            self.outgoing(
+                message,
+                channel,
+                headers=headers,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                message_id=message_id,
+                content_type=content_type,
+                options=options,
+            )
+        )
+
+    async def send(self, message: OutgoingMessage) -> None:
+        """Send an already encoded message through the publish middlewares."""
+        await self._send(message)
+
+    async def _transport_publish(self, message: OutgoingMessage) -> None:
+        await self.transport.publish(message)
+
+    async def request(
+        self,
+        message: Any,
+        channel: str,
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+        **options: Any,
+    ) -> StreamMessage:
+        """Publish ``message`` and wait for the handler's reply.
+
+        Returns the reply as a :class:`StreamMessage` (``reply.decode()`` gives its body);
+        raises :class:`~fastapi_stream.RequestTimeout` when none arrives in time.
+        """
+        outgoing = self.outgoing(
+            message,
+            channel,
+            headers=headers,
+            correlation_id=correlation_id or new_message_id(),
+            options=options,
+        )
+        if self.middlewares:
+            # Requests pass the publish middlewares too; the last one hands back the reply.
+            reply: list[StreamMessage] = []
+
+            async def last(prepared: OutgoingMessage) -> None:
+                reply.append(await self.transport.request(prepared, wait))
+
+            wait = timeout if timeout is not None else self.request_timeout
+            await chain_publish(self.middlewares, last)(outgoing)
+            return reply[0]
+        return await self.transport.request(
+            outgoing, timeout if timeout is not None else self.request_timeout
+        )

@@ -1,0 +1,72 @@
+"""The object ``@router.subscriber`` and ``@router.publisher`` return: the user's function,
+still callable as before, plus what tests need (``.mock`` and ``wait_call()``)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from unittest.mock import MagicMock
+
+if TYPE_CHECKING:
+    from fastapi_stream.core.publisher import Publisher
+    from fastapi_stream.core.subscriber import Subscriber
+
+__all__ = ["Endpoint"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Endpoint(Generic[P, R]):
+    """A message handler as registered: call it like the original function.
+
+    ``mock`` records the decoded body of every message the handler received while a
+    :class:`~fastapi_stream.testing.TestStreamBroker` is active; ``await wait_call()``
+    waits until the handler has processed a message.
+    """
+
+    def __init__(self, func: Callable[P, R]) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.publishers: list[Publisher] = []
+        self.subscribers: list[Subscriber] = []
+        self.mock = MagicMock(name=getattr(func, "__name__", "handler"))
+        self._calls = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {getattr(self.func, '__qualname__', self.func)!r}>"
+
+    def record_call(self, decoded_body: Any, *, testing: bool) -> None:
+        """Called by the subscriber after each processed message."""
+        self._calls += 1
+        if testing:
+            self.mock(decoded_body)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def reset(self) -> None:
+        """Forget recorded calls (done when a test broker exits)."""
+        self._calls = 0
+        self.mock.reset_mock()
+
+    async def wait_call(self, timeout: float = 10.0) -> None:
+        """Return once the handler has processed a message since the last reset; raise
+        ``TimeoutError`` after ``timeout`` seconds."""
+        if self._calls:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)

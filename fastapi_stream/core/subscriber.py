@@ -1,0 +1,377 @@
+"""Subscribers: one handler consuming one channel, and everything around the handler call.
+
+For each delivered message a subscriber runs the middlewares, validates and calls the
+handler through its :class:`~fastapi_stream.core.handler.CallPlan`, publishes the result
+to the stacked publishers and to ``reply_to``, and settles the message per its ack policy:
+
+* success: ack;
+* a body or header that does not fit the handler: reject at once (one log line naming the
+  invalid fields, never the payload) and dead-letter where configured;
+* a handler error: nack with backoff while the retry budget lasts, then reject or
+  dead-letter;
+* cancelled (shutdown deadline): not settled at all, so the broker delivers it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import params
+
+from fastapi_stream.core import codec
+from fastapi_stream.core.channel import ChannelPattern
+from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.errors import ConfigurationError, PayloadError
+from fastapi_stream.core.handler import CallContext, CallPlan
+from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.middleware import ConsumeNext, Middleware, chain_consume
+from fastapi_stream.core.policy import AckPolicy, Retry
+from fastapi_stream.core.publisher import Response
+from fastapi_stream.core.transport import Subscription, SubscriptionSpec
+
+if TYPE_CHECKING:
+    from fastapi_stream.core.broker import StreamBroker
+
+__all__ = ["Subscriber"]
+
+#: How many message ids a subscriber remembers to count deliveries on brokers that don't.
+_ATTEMPT_MEMORY = 10_000
+#: Longest exception text copied into a dead letter's headers.
+_REASON_LIMIT = 500
+
+
+class Subscriber:
+    """Consumes ``channel`` (optionally within a consumer ``group``) into ``endpoint``."""
+
+    def __init__(
+        self,
+        channel: str,
+        endpoint: Endpoint[..., Any],
+        *,
+        group: str | None = None,
+        ack_policy: AckPolicy | None = None,
+        retry: Retry | None = None,
+        dead_letter: str | None = None,
+        max_workers: int = 1,
+        prefetch: int | None = None,
+        dependencies: Sequence[params.Depends] = (),
+        middlewares: Sequence[Middleware] = (),
+        decoder: codec.Decoder | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        include_in_schema: bool = True,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        if max_workers < 1:
+            raise ConfigurationError(f"subscriber {channel!r}: max_workers must be >= 1")
+        self.channel = ChannelPattern.parse(channel)
+        self.endpoint = endpoint
+        self.group = group
+        self.ack_policy = ack_policy
+        self.retry = retry
+        self.dead_letter = dead_letter
+        self.max_workers = max_workers
+        self.prefetch = prefetch if prefetch is not None else max(100, max_workers)
+        self.middlewares = list(middlewares)
+        self.decoder = decoder
+        self.title = title
+        self.description = description or (endpoint.__doc__ or "").strip() or None
+        self.include_in_schema = include_in_schema
+        self.options = options or {}
+        self.plan = CallPlan(
+            endpoint.func,
+            path_params=self.channel.params,
+            dependencies=dependencies,
+            decoder=decoder,
+        )
+        self.broker: StreamBroker | None = None
+        self._subscription: Subscription | None = None
+        self._consume: ConsumeNext = self._call_handler
+        self._stopping = False
+        self._active: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots: asyncio.Semaphore | None = None
+        self._attempts: OrderedDict[str, int] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"Subscriber({self.channel.template!r}, group={self.group!r})"
+
+    @property
+    def name(self) -> str:
+        return getattr(self.endpoint.func, "__qualname__", repr(self.endpoint.func))
+
+    @property
+    def running(self) -> bool:
+        return self._subscription is not None and not self._stopping
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, broker: StreamBroker) -> None:
+        """Begin consuming through ``broker``'s transport."""
+        if self._subscription is not None:
+            return
+        self.broker = broker
+        self._stopping = False
+        self._policy = self.ack_policy or broker.ack_policy
+        self._retry = self.retry or broker.retry
+        self._dead_letter = self.dead_letter or broker.dead_letter
+        self._consume = chain_consume([*broker.middlewares, *self.middlewares], self._call_handler)
+        self._slots = asyncio.Semaphore(self.max_workers) if self.max_workers > 1 else None
+        self._idle = asyncio.Event()  # made here: an asyncio primitive belongs to one loop
+        self._idle.set()
+        spec = SubscriptionSpec(
+            channel=self.channel, group=self.group, prefetch=self.prefetch, options=self.options
+        )
+        self._subscription = await broker.transport.subscribe(spec, self.deliver)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop fetching, let in-flight handlers finish for up to ``timeout`` seconds, then
+        cancel the rest (their messages stay unsettled, to be delivered again)."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is None:
+            return
+        self._stopping = True
+        await subscription.stop()
+        if self._active:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                pending = [task for task in self._active if task is not asyncio.current_task()]
+                self._log().warning(
+                    "subscriber %s: %d handler(s) still running after the %.1fs graceful "
+                    "timeout were cancelled; their messages stay unacknowledged",
+                    self.channel,
+                    len(pending),
+                    timeout,
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- delivery ----------------------------------------------------------------------
+
+    async def deliver(self, messages: Sequence[StreamMessage]) -> None:
+        """The transport's entry point (never called concurrently for one subscription)."""
+        if self._slots is None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._enter(task)
+            try:
+                for message in messages:
+                    if self._stopping:
+                        return
+                    await self.process(message)
+            finally:
+                self._leave(task)
+            return
+        for message in messages:
+            await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                return
+            worker = asyncio.create_task(self._work(message))
+            self._enter(worker)
+            worker.add_done_callback(self._leave)
+
+    async def _work(self, message: StreamMessage) -> None:
+        assert self._slots is not None
+        try:
+            await self.process(message)
+        finally:
+            self._slots.release()
+
+    def _enter(self, task: asyncio.Task[Any]) -> None:
+        self._active.add(task)
+        self._idle.clear()
+
+    def _leave(self, task: asyncio.Task[Any]) -> None:
+        self._active.discard(task)
+        if not self._active:
+            self._idle.set()
+
+    async def process(self, message: StreamMessage) -> None:
+        """Run one message through the pipeline and settle it."""
+        broker = self.broker
+        assert broker is not None
+        if self._policy is AckPolicy.ACK_FIRST:
+            await message.ack()
+        if self.channel.regex is not None:
+            message.path = self.channel.match(message.channel) or {}
+        try:
+            result = await self._consume(message)
+            await self._publish_result(message, result)
+        except PayloadError as exc:
+            await self._reject_invalid(message, exc)
+            if broker.raise_errors:
+                raise
+            return
+        except Exception as exc:
+            await self._handle_failure(message, exc)
+            if broker.raise_errors:
+                raise
+            return
+        finally:
+            self._record(message, broker.testing)
+        if message.settlement is None and self._policy is AckPolicy.ACK:
+            await message.ack()
+
+    def _record(self, message: StreamMessage, testing: bool) -> None:
+        endpoint = self.endpoint
+        if testing:
+            try:
+                decoded = message.decode()
+            except ValueError:
+                decoded = message.body
+            endpoint.record_call(decoded, testing=True)
+        elif endpoint._waiters:
+            endpoint.record_call(None, testing=False)
+
+    async def _call_handler(self, message: StreamMessage) -> Any:
+        broker = self.broker
+        assert broker is not None
+        ctx = CallContext(
+            message=message,
+            broker=broker,
+            logger=broker.logger,
+            state=broker.state,
+            overrides=broker.dependency_overrides,
+        )
+        return await self.plan.run(message, ctx)
+
+    async def _publish_result(self, message: StreamMessage, result: Any) -> None:
+        publishers = self.endpoint.publishers
+        if not publishers and not message.reply_to:
+            return
+        headers: dict[str, str] | None = None
+        options: dict[str, Any] = {}
+        correlation_id = message.correlation_id or message.message_id
+        if isinstance(result, Response):
+            headers, options = result.headers, result.options
+            correlation_id = result.correlation_id or correlation_id
+            result = result.body
+        for publisher in publishers:
+            await publisher.publish(
+                result, headers=headers, correlation_id=correlation_id, **options
+            )
+        if message.reply_to:
+            broker = self.broker
+            assert broker is not None
+            await broker.publish(
+                result,
+                message.reply_to,
+                headers=headers,
+                correlation_id=correlation_id,
+                **options,
+            )
+
+    # -- failures ----------------------------------------------------------------------
+
+    def _log(self) -> logging.Logger:
+        return self.broker.logger if self.broker is not None else logging.getLogger(__name__)
+
+    async def _reject_invalid(self, message: StreamMessage, exc: PayloadError) -> None:
+        self._log().error(
+            "rejected message %s on %s (subscriber %s): %s",
+            message.message_id,
+            message.channel,
+            self.name,
+            exc,
+        )
+        if message.settlement is None:
+            await self._give_up(message, str(exc), attempts=1)
+
+    async def _handle_failure(self, message: StreamMessage, exc: Exception) -> None:
+        if message.settlement is not None:
+            self._log().error(
+                "handler %s failed on message %s from %s after settling it (%s)",
+                self.name,
+                message.message_id,
+                message.channel,
+                message.settlement.value,
+                exc_info=exc,
+            )
+            return
+        attempt = self._attempt(message)
+        retry = self._retry
+        if attempt < retry.max_attempts:
+            delay = retry.delay(attempt)
+            self._log().warning(
+                "handler %s failed on message %s from %s (attempt %d of %d), retrying in "
+                "%.2fs: %s: %s",
+                self.name,
+                message.message_id,
+                message.channel,
+                attempt,
+                retry.max_attempts,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+            await message.nack(delay)
+            return
+        self._log().error(
+            "handler %s failed on message %s from %s after %d attempt(s), giving up",
+            self.name,
+            message.message_id,
+            message.channel,
+            attempt,
+            exc_info=exc,
+        )
+        self._forget(message)
+        await self._give_up(message, f"{type(exc).__name__}: {exc}"[:_REASON_LIMIT], attempt)
+
+    def _attempt(self, message: StreamMessage) -> int:
+        """Which delivery of ``message`` this is; from the broker where it counts."""
+        if message.delivery_attempt is not None:
+            return message.delivery_attempt
+        if message.message_id is None:
+            # Nothing to count with: retrying could loop forever, so this is the last try.
+            return self._retry.max_attempts
+        attempts = self._attempts.get(message.message_id, 0) + 1
+        self._attempts[message.message_id] = attempts
+        self._attempts.move_to_end(message.message_id)
+        if len(self._attempts) > _ATTEMPT_MEMORY:
+            self._attempts.popitem(last=False)
+        return attempts
+
+    def _forget(self, message: StreamMessage) -> None:
+        if message.message_id is not None:
+            self._attempts.pop(message.message_id, None)
+
+    async def _give_up(self, message: StreamMessage, reason: str, attempts: int) -> None:
+        """Dead-letter the message where configured, else reject it."""
+        broker = self.broker
+        assert broker is not None
+        if not self._dead_letter:
+            await message.reject()
+            return
+        dead = OutgoingMessage(
+            channel=self._dead_letter,
+            body=message.body,
+            headers={
+                **message.headers,
+                "x-dead-letter-reason": reason.replace("\r", " ").replace("\n", " "),
+                "x-original-channel": message.channel,
+                "x-delivery-attempts": str(attempts),
+            },
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+        )
+        if message.message_id:
+            dead.message_id = message.message_id
+        try:
+            await broker.send(dead)
+        except Exception:
+            self._log().exception(
+                "could not dead-letter message %s to %s; it will be delivered again",
+                message.message_id,
+                self._dead_letter,
+            )
+            await message.nack(self._retry.delay(attempts))
+            return
+        await message.ack()

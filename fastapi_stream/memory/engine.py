@@ -1,0 +1,338 @@
+"""An in-process message broker: channels, consumer groups, acks and redelivery.
+
+Every published message is copied to each *group* whose channel pattern matches it; the
+consumers of a group compete for its messages. A subscriber without a group gets a
+private group of its own, so it sees every message. Groups outlive their consumers, like
+durable queues: a consumer that comes back gets what arrived meanwhile, and a message
+left unsettled by a stopped consumer is delivered again.
+
+In *inline* mode (the test broker) ``publish`` delivers straight to a consumer and returns
+once the handlers it triggered, and those of what they published, have run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import Any
+
+from fastapi_stream.core.channel import ChannelPattern
+from fastapi_stream.core.errors import PublishError, RequestTimeout, StreamError
+from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
+from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec
+
+__all__ = ["MemoryEngine"]
+
+#: A message nacked this many times in a row in inline mode is a test bug, not a retry.
+_INLINE_REDELIVERY_LIMIT = 1000
+_private_ids = itertools.count(1)
+
+
+class _Signal:
+    """An ``asyncio.Event`` that follows the running loop: the engine outlives event loops
+    (each ``TestClient`` block runs its own), an ``Event`` may not."""
+
+    __slots__ = ("_event", "_loop")
+
+    def __init__(self, *, is_set: bool = False) -> None:
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if is_set:
+            self._event.set()
+
+    def _current(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            was_set = self._event.is_set()
+            self._event, self._loop = asyncio.Event(), loop
+            if was_set:
+                self._event.set()
+        return self._event
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self) -> None:
+        await self._current().wait()
+
+
+class _Delivery:
+    """One group's copy of a published message, with its delivery count."""
+
+    __slots__ = ("attempts", "message")
+
+    def __init__(self, message: OutgoingMessage) -> None:
+        self.message = message
+        self.attempts = 0
+
+
+class MemoryMessage(StreamMessage):
+    """A message delivered by the memory engine; settling it updates its group."""
+
+    __slots__ = ("_consumer", "_delivery")
+
+    def __init__(self, delivery: _Delivery, consumer: _Consumer) -> None:
+        out = delivery.message
+        super().__init__(
+            out.body,
+            channel=out.channel,
+            headers=out.headers,
+            message_id=out.message_id,
+            correlation_id=out.correlation_id,
+            reply_to=out.reply_to,
+            content_type=out.content_type,
+            delivery_attempt=delivery.attempts,
+            raw_message=out,
+        )
+        self._delivery = delivery
+        self._consumer = consumer
+
+    async def _ack(self) -> None:
+        self._consumer.unacked.discard(self._delivery)
+
+    async def _reject(self) -> None:
+        self._consumer.unacked.discard(self._delivery)
+
+    async def _nack(self, delay: float) -> None:
+        consumer = self._consumer
+        consumer.unacked.discard(self._delivery)
+        if consumer.group.inline:
+            return  # the inline publisher delivers it again right away
+        consumer.group.requeue(self._delivery, delay)
+
+
+class _Consumer(Subscription):
+    def __init__(self, group: _Group, deliver: Deliver, prefetch: int, *, private: bool) -> None:
+        self.group = group
+        self.private = private
+        self.deliver = deliver
+        self.prefetch = max(1, prefetch)
+        self.unacked: set[_Delivery] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.waiting = False
+        self.stopped = False
+
+    def start(self) -> None:
+        if not self.group.inline:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        group = self.group
+        while not self.stopped:
+            if not group.queue:
+                self.waiting = True
+                try:
+                    await group.wait_for_messages()
+                finally:
+                    self.waiting = False
+                continue
+            # A lone consumer takes what is there in one go; competing ones take turns.
+            size = self.prefetch if len(group.consumers) == 1 else 1
+            batch = group.take(size)
+            self.unacked.update(batch)
+            await self.deliver([MemoryMessage(delivery, self) for delivery in batch])
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.group.consumers.remove(self)
+        if self.private:
+            # A private group dies with its consumer, or it would fill up unread.
+            self.group.engine.drop(self.group)
+        if self.task is not None and self.waiting:
+            self.task.cancel()
+        if self.task is not None:
+            self.task.add_done_callback(lambda _: self._return_unacked())
+        else:
+            self._return_unacked()
+
+    def _return_unacked(self) -> None:
+        """Unsettled means unprocessed: hand those messages back to the group."""
+        for delivery in self.unacked:
+            self.group.queue.appendleft(delivery)
+        if self.unacked:
+            self.unacked.clear()
+            self.group.wake()
+
+
+class _Group:
+    def __init__(self, engine: MemoryEngine, pattern: ChannelPattern, name: str) -> None:
+        self.engine = engine
+        self.pattern = pattern
+        self.name = name
+        self.inline = engine.inline
+        self.queue: deque[_Delivery] = deque()
+        self.consumers: list[_Consumer] = []
+        self._turn = 0
+        self._has_messages = _Signal()
+        self._has_room = _Signal(is_set=True)
+
+    def matches(self, channel: str) -> bool:
+        return self.pattern.match(channel) is not None
+
+    def wake(self) -> None:
+        self._has_messages.set()
+
+    async def wait_for_messages(self) -> None:
+        self._has_messages.clear()
+        await self._has_messages.wait()
+
+    async def put(self, delivery: _Delivery, timeout: float) -> None:
+        while len(self.queue) >= self.engine.max_queue:
+            self._has_room.clear()
+            try:
+                await asyncio.wait_for(self._has_room.wait(), timeout)
+            except TimeoutError:
+                raise PublishError(
+                    f"memory group {self.name!r} on {self.pattern} is full "
+                    f"({self.engine.max_queue} messages) and nothing consumed it in {timeout}s"
+                ) from None
+        self.queue.append(delivery)
+        self._has_messages.set()
+
+    def take(self, size: int) -> list[_Delivery]:
+        queue = self.queue
+        batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+        for delivery in batch:
+            delivery.attempts += 1
+        if len(queue) < self.engine.max_queue:
+            self._has_room.set()
+        if queue:
+            self._has_messages.set()
+        return batch
+
+    def requeue(self, delivery: _Delivery, delay: float) -> None:
+        def back() -> None:
+            self.queue.appendleft(delivery)
+            self._has_messages.set()
+
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, back)
+        else:
+            back()
+
+    def next_consumer(self) -> _Consumer:
+        self._turn = (self._turn + 1) % len(self.consumers)
+        return self.consumers[self._turn]
+
+
+class MemoryEngine:
+    """The broker behind ``memory://`` URLs and the test broker.
+
+    ``max_queue`` bounds each group: a publish to a full group waits for room, up to
+    ``publish_timeout`` seconds, then raises :class:`~fastapi_stream.PublishError`.
+    """
+
+    def __init__(
+        self, *, inline: bool = False, max_queue: int = 10_000, publish_timeout: float = 10.0
+    ) -> None:
+        self.inline = inline
+        self.max_queue = max_queue
+        self.publish_timeout = publish_timeout
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._by_channel: dict[str, list[_Group]] = {}
+        self._patterned: list[_Group] = []
+        self._replies: dict[str, asyncio.Future[OutgoingMessage]] = {}
+        self._reply_ids = itertools.count(1)
+
+    # -- consuming ---------------------------------------------------------------------
+
+    def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> _Consumer:
+        pattern = spec.channel
+        name = spec.group if spec.group is not None else f"_private.{next(_private_ids)}"
+        key = (pattern.template, name)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(self, pattern, name)
+            if pattern.is_pattern:
+                self._patterned.append(group)
+            else:
+                self._by_channel.setdefault(pattern.template, []).append(group)
+        consumer = _Consumer(group, deliver, spec.prefetch, private=spec.group is None)
+        group.consumers.append(consumer)
+        consumer.start()
+        return consumer
+
+    def drop(self, group: _Group) -> None:
+        """Forget ``group`` (a private group whose consumer stopped)."""
+        self._groups.pop((group.pattern.template, group.name), None)
+        if group in self._patterned:
+            self._patterned.remove(group)
+        peers = self._by_channel.get(group.pattern.template)
+        if peers is not None and group in peers:
+            peers.remove(group)
+            if not peers:
+                del self._by_channel[group.pattern.template]
+
+    def _groups_for(self, channel: str) -> list[_Group]:
+        exact = self._by_channel.get(channel, ())
+        if not self._patterned:
+            return list(exact)
+        return [*exact, *(g for g in self._patterned if g.matches(channel))]
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        waiter = self._replies.get(message.channel)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(message)
+            return
+        for group in self._groups_for(message.channel):
+            if self.inline:
+                await self._deliver_inline(group, _Delivery(message))
+            else:
+                await group.put(_Delivery(message), self.publish_timeout)
+
+    async def _deliver_inline(self, group: _Group, delivery: _Delivery) -> None:
+        for _ in range(_INLINE_REDELIVERY_LIMIT):
+            if not group.consumers:
+                return
+            consumer = group.next_consumer()
+            delivery.attempts += 1
+            consumer.unacked.add(delivery)
+            message = MemoryMessage(delivery, consumer)
+            try:
+                await consumer.deliver([message])
+            except Exception:
+                if message.settlement is not Settlement.NACK:
+                    raise
+                continue
+            finally:
+                consumer.unacked.discard(delivery)
+            if message.settlement is not Settlement.NACK:
+                return
+        raise StreamError(
+            f"message {delivery.message.message_id} on {delivery.message.channel} was "
+            f"nacked {_INLINE_REDELIVERY_LIMIT} times in a row"
+        )
+
+    async def request(self, message: OutgoingMessage, timeout: float) -> OutgoingMessage:
+        inbox = f"_reply.{next(self._reply_ids)}.{message.message_id}"
+        waiter: asyncio.Future[OutgoingMessage] = asyncio.get_running_loop().create_future()
+        self._replies[inbox] = waiter
+        message.reply_to = inbox
+        try:
+            async with asyncio.timeout(timeout):
+                await self.publish(message)
+                return await waiter
+        except TimeoutError:
+            raise RequestTimeout(f"no reply from {message.channel!r} within {timeout}s") from None
+        finally:
+            del self._replies[inbox]
+
+    def stats(self) -> dict[str, Any]:
+        """Queued and unacknowledged messages per group, for health output and tests."""
+        return {
+            f"{group.pattern}#{group.name}": {
+                "queued": len(group.queue),
+                "unacked": sum(len(c.unacked) for c in group.consumers),
+                "consumers": len(group.consumers),
+            }
+            for group in self._groups.values()
+        }

@@ -1,0 +1,261 @@
+"""``StreamRouter``: a FastAPI ``APIRouter`` that also owns a message broker.
+
+``app.include_router(router)`` is all an application writes: FastAPI merges the router's
+lifespan into the app's, so the broker starts with the app and closes after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from fastapi import APIRouter, params
+
+from fastapi_stream.core import codec
+from fastapi_stream.core.broker import DEFAULT_GRACEFUL_TIMEOUT, StreamBroker
+from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.middleware import Middleware
+from fastapi_stream.core.policy import NO_RETRY, AckPolicy, Retry
+from fastapi_stream.core.publisher import Publisher
+from fastapi_stream.core.subscriber import Subscriber
+from fastapi_stream.core.transport import Transport
+from fastapi_stream.core.url import transport_for
+from fastapi_stream.health import add_health_routes
+
+__all__ = ["StreamRouter"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Lifespan = Callable[[Any], Any]
+
+
+class StreamRouter(APIRouter):
+    """An ``APIRouter`` with a broker: ``@router.subscriber``, ``@router.publisher`` and
+    ``router.broker`` beside the usual ``@router.get`` and ``@router.post``.
+
+    ``url_or_broker`` is a broker URL (``"kafka://localhost:9092"``, ``"memory://"``...),
+    a :class:`StreamBroker`, a :class:`Transport`, or ``None`` for a router whose handlers
+    join the broker of the StreamRouter that includes it. Every ``APIRouter`` argument
+    (``prefix``, ``tags``, ``dependencies``...) works as usual; ``dependencies`` apply to
+    message handlers too. A ``lifespan`` given here runs inside the broker's lifetime and
+    the state it yields reaches both HTTP routes (``request.state``) and message handlers
+    (a ``State`` parameter).
+    """
+
+    def __init__(
+        self,
+        url_or_broker: str | StreamBroker | Transport | None = None,
+        *,
+        graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+        ack_policy: AckPolicy = AckPolicy.ACK,
+        retry: Retry | bool = True,
+        dead_letter: str | None = None,
+        middlewares: Sequence[Middleware] = (),
+        encoder: codec.Encoder = codec.encode,
+        logger: logging.Logger | None = None,
+        health_url: str | None = "/health",
+        lifespan: Lifespan | None = None,
+        **router_options: Any,
+    ) -> None:
+        super().__init__(lifespan=self._lifespan, **router_options)
+        self._user_lifespan = lifespan
+        self._owns_broker = url_or_broker is not None
+        self._broker: StreamBroker | None
+        if isinstance(url_or_broker, StreamBroker):
+            self._broker = url_or_broker
+        elif url_or_broker is None:
+            self._broker = None
+        else:
+            transport = (
+                transport_for(url_or_broker) if isinstance(url_or_broker, str) else url_or_broker
+            )
+            self._broker = StreamBroker(
+                transport,
+                graceful_timeout=graceful_timeout,
+                ack_policy=ack_policy,
+                retry=_as_retry(retry) or Retry(),
+                dead_letter=dead_letter,
+                middlewares=middlewares,
+                encoder=encoder,
+                logger=logger,
+            )
+        # Registered before this router has a broker (a broker-less router).
+        self._pending_subscribers: list[Subscriber] = []
+        self._pending_publishers: list[Publisher] = []
+        self._children: list[StreamRouter] = []
+        self.health_url = health_url
+        if health_url is not None:
+            add_health_routes(self, health_url)
+
+    @property
+    def broker(self) -> StreamBroker:
+        """The broker this router's handlers use."""
+        if self._broker is None:
+            raise ConfigurationError(
+                "this StreamRouter has no broker: give it a URL, StreamRouter('kafka://...'), "
+                "or include it in a StreamRouter that has one"
+            )
+        return self._broker
+
+    @property
+    def has_broker(self) -> bool:
+        return self._broker is not None
+
+    # -- registration ------------------------------------------------------------------
+
+    def subscriber(
+        self,
+        channel: str,
+        *,
+        group: str | None = None,
+        ack_policy: AckPolicy | None = None,
+        retry: Retry | bool | None = None,
+        dead_letter: str | None = None,
+        max_workers: int = 1,
+        prefetch: int | None = None,
+        dependencies: Sequence[params.Depends] = (),
+        middlewares: Sequence[Middleware] = (),
+        decoder: codec.Decoder | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        include_in_schema: bool = True,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Endpoint[P, R]]:
+        """Consume ``channel`` into the decorated function.
+
+        ``channel`` may hold parameters (``"orders.{region}"``) that handlers receive like
+        path parameters. Subscribers sharing a ``group`` compete for messages; without a
+        group each gets every message. ``retry`` bounds deliveries of a failing message
+        (``False`` for one), after which it is rejected or sent to ``dead_letter``.
+        ``max_workers`` > 1 handles that many messages at once (order is then not kept).
+        ``options`` are the broker's own subscriber options.
+        """
+
+        def register(func: Callable[P, R]) -> Endpoint[P, R]:
+            endpoint = func if isinstance(func, Endpoint) else Endpoint(func)
+            subscriber = Subscriber(
+                channel,
+                endpoint,
+                group=group,
+                ack_policy=ack_policy,
+                retry=_as_retry(retry),
+                dead_letter=dead_letter,
+                max_workers=max_workers,
+                prefetch=prefetch,
+                dependencies=[*self.dependencies, *dependencies],
+                middlewares=middlewares,
+                decoder=decoder,
+                title=title,
+                description=description,
+                include_in_schema=include_in_schema,
+                options=options,
+            )
+            endpoint.subscribers.append(subscriber)
+            if self._broker is None:
+                self._pending_subscribers.append(subscriber)
+            else:
+                self._broker.add_subscriber(subscriber)
+            return endpoint
+
+        return register
+
+    def publisher(
+        self,
+        channel: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        include_in_schema: bool = True,
+        **options: Any,
+    ) -> Publisher:
+        """A publisher to ``channel``: ``await pub.publish(msg)``, or ``@pub`` on a handler
+        to publish what it returns. ``options`` are the broker's own publish options."""
+        publisher = Publisher(
+            channel,
+            headers=headers,
+            title=title,
+            description=description,
+            include_in_schema=include_in_schema,
+            options=options,
+        )
+        if self._broker is None:
+            self._pending_publishers.append(publisher)
+        else:
+            self._broker.add_publisher(publisher)
+        return publisher
+
+    def include_router(self, router: APIRouter, *args: Any, **kwargs: Any) -> None:
+        """Include ``router`` as ``APIRouter.include_router`` does; a StreamRouter without
+        a broker of its own joins this router's broker."""
+        super().include_router(router, *args, **kwargs)
+        if isinstance(router, StreamRouter) and not router._owns_broker:
+            self._children.append(router)
+            if self._broker is not None:
+                router._attach(self._broker)
+
+    def _attach(self, broker: StreamBroker) -> None:
+        self._broker = broker
+        for subscriber in self._pending_subscribers:
+            broker.add_subscriber(subscriber)
+        for publisher in self._pending_publishers:
+            broker.add_publisher(publisher)
+        self._pending_subscribers.clear()
+        self._pending_publishers.clear()
+        for child in self._children:
+            child._attach(broker)
+
+    # -- lifespan ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Any) -> AsyncIterator[Mapping[str, Any]]:
+        if not self._owns_broker:
+            if self._pending_subscribers:
+                raise ConfigurationError(
+                    "a StreamRouter without a broker has subscribers but was not included in "
+                    "a StreamRouter with a broker: give it a URL, or include it in one"
+                )
+            async with self._user_state(app) as state:
+                yield state
+            return
+        broker = self.broker
+        broker.dependency_overrides_provider = app
+        async with self._user_state(app) as state:
+            await broker.start()
+            broker.logger.info(
+                "broker %s started with %d subscriber(s)",
+                broker.transport.describe(),
+                len(broker.subscribers),
+            )
+            try:
+                yield state
+            finally:
+                try:
+                    await broker.close()
+                except Exception:
+                    # An exception out of a lifespan shutdown is reported badly by servers.
+                    broker.logger.exception("closing broker %s failed", broker.transport.describe())
+
+    @asynccontextmanager
+    async def _user_state(self, app: Any) -> AsyncIterator[Mapping[str, Any]]:
+        if self._user_lifespan is None:
+            yield {}
+            return
+        async with self._user_lifespan(app) as state:
+            state = dict(state or {})
+            if self._broker is not None:
+                for key, value in state.items():
+                    setattr(self._broker.state, key, value)
+            yield state
+
+
+def _as_retry(retry: Retry | bool | None) -> Retry | None:
+    if retry is None or retry is True:
+        return None
+    if retry is False:
+        return NO_RETRY
+    return retry

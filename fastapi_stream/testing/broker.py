@@ -1,0 +1,96 @@
+"""``TestStreamBroker``: run a router's handlers in memory, with no broker around.
+
+It swaps the broker's transport for an inline memory engine for the duration of the
+block; everything above the transport (decoding, validation, dependencies, middlewares,
+ack policy, publishing results) is the production pipeline. ``await publish(...)``
+returns once the handlers it triggered, and the handlers of what they published, ran;
+a handler's exception is raised at the ``publish`` that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from fastapi_stream.core.broker import StreamBroker
+from fastapi_stream.core.transport import Transport
+from fastapi_stream.memory.engine import MemoryEngine
+from fastapi_stream.memory.transport import MemoryTransport
+from fastapi_stream.router import StreamRouter
+
+__all__ = ["TestStreamBroker"]
+
+_SYNC_TIMEOUT = 30.0
+
+
+class TestStreamBroker:
+    """Test a :class:`StreamRouter` (or a :class:`StreamBroker`) without a real broker.
+
+    Use it as ``async with`` (the broker starts inside the block, no app needed) or as
+    ``with`` next to FastAPI's ``TestClient``, entered before or after it. With
+    ``with_real=True`` the real broker is used and only the mocks are switched on, so
+    the same test runs against the real thing (wait with ``await handler.wait_call()``).
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, target: StreamRouter | StreamBroker, *, with_real: bool = False) -> None:
+        self.broker = target.broker if isinstance(target, StreamRouter) else target
+        self.with_real = with_real
+        self._replaced: Transport | None = None
+        self._owns_start = False
+
+    # -- async use ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> StreamBroker:
+        await self._enter()
+        if not self.broker.started:
+            await self.broker.start()
+            self._owns_start = True
+        return self.broker
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._owns_start:
+            await self.broker.close()
+            self._owns_start = False
+        await self._exit()
+
+    # -- sync use, beside TestClient ---------------------------------------------------
+
+    def __enter__(self) -> StreamBroker:
+        self._run(self._enter())
+        return self.broker
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._run(self._exit())
+
+    def _run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run in the loop the broker lives in: TestClient's, when its app is running."""
+        loop = self.broker.loop
+        if self.broker.started and loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(coroutine, loop).result(_SYNC_TIMEOUT)
+        else:
+            asyncio.run(coroutine)
+
+    # -- the swap ----------------------------------------------------------------------
+
+    async def _enter(self) -> None:
+        broker = self.broker
+        broker.testing = True
+        if not self.with_real:
+            broker.raise_errors = True
+            inline = MemoryTransport(MemoryEngine(inline=True))
+            self._replaced = await broker.replace_transport(inline)
+
+    async def _exit(self) -> None:
+        broker = self.broker
+        if self._replaced is not None:
+            await broker.replace_transport(self._replaced)
+            self._replaced = None
+        broker.testing = False
+        broker.raise_errors = False
+        for subscriber in broker.subscribers:
+            subscriber.endpoint.reset()
+        for publisher in broker.publishers:
+            publisher.mock.reset_mock()
