@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ def encode(value: Any) -> tuple[bytes, str | None]:
     return pydantic_core.to_json(value), JSON
 
 
+@functools.lru_cache(maxsize=256)
 def media_type(content_type: str | None) -> str | None:
     """``"application/json; charset=utf-8"`` -> ``"application/json"``."""
     if content_type is None:

@@ -362,6 +362,8 @@ class CallPlan:
         self._fields = tuple(fields.values())
         self._decoder = decoder
         self._simple = not self._root.dependencies
+        #: Whether ``run`` reads its ``ctx``; a body-only handler is called without one.
+        self.needs_context = bool(self._root.dependencies or self._root.context)
         self._override_nodes: dict[Callable[..., Any], _Callable] = {}
         self.call = call
         self.is_async = self._root.kind == "async"
@@ -375,16 +377,17 @@ class CallPlan:
     def has_dependencies(self) -> bool:
         return not self._simple
 
-    async def run(self, message: StreamMessage, ctx: CallContext) -> Any:
+    async def run(self, message: StreamMessage, ctx: CallContext | None) -> Any:
         values = self._body.validate(message, self._decoder)
         if self._fields:
             values.update(_validate_fields(self._fields, message))
         root = self._root
         if self._simple:
-            kwargs = _arguments(root, values, ctx)
+            kwargs = _arguments(root, values, ctx) if ctx is not None else values
             if root.kind == "async":
                 return await root.call(**kwargs)
             return await run_in_threadpool(root.call, **kwargs)
+        assert ctx is not None, "a plan with dependencies needs a CallContext"
         async with AsyncExitStack() as stack:
             solver = _Solver(self, values, ctx, stack)
             kwargs = await solver.arguments(root)

@@ -232,6 +232,8 @@ class Subscriber:
             endpoint.record_call(None, testing=False)
 
     async def _call_handler(self, message: StreamMessage) -> Any:
+        if not self.plan.needs_context:
+            return await self.plan.run(message, None)
         broker = self.broker
         assert broker is not None
         ctx = CallContext(
