@@ -73,6 +73,7 @@ class StreamBroker:
         self._connected = False
         self._started = False
         self._send: PublishNext = self._transport_publish
+        self._close_task: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"StreamBroker({self.transport.describe()})"
@@ -137,7 +138,18 @@ class StreamBroker:
         )
 
     async def close(self) -> None:
-        """Stop the subscribers, then close the connection. Closing twice is harmless."""
+        """Stop the subscribers, then close the connection. Closing twice is harmless, and
+        a close while another one drains waits for it."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close())
+        task = self._close_task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._close_task is task:
+                self._close_task = None
+
+    async def _close(self) -> None:
         await self.stop()
         if self._connected:
             self._connected = False

@@ -97,6 +97,7 @@ class Subscriber:
         self._idle.set()
         self._slots: asyncio.Semaphore | None = None
         self._attempts: OrderedDict[str, int] = OrderedDict()
+        self._stop_task: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"Subscriber({self.channel.template!r}, group={self.group!r})"
@@ -131,17 +132,30 @@ class Subscriber:
 
     async def stop(self, timeout: float) -> None:
         """Stop fetching, let in-flight handlers finish for up to ``timeout`` seconds, then
-        cancel the rest (their messages stay unsettled, to be delivered again)."""
+        cancel the rest (their messages stay unsettled, to be delivered again).
+
+        A second call while the first drains waits for the same drain."""
+        if self._stop_task is None:
+            if self._subscription is None:
+                return
+            self._stop_task = asyncio.ensure_future(self._stop(timeout))
+        task = self._stop_task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._stop_task is task:
+                self._stop_task = None
+
+    async def _stop(self, timeout: float) -> None:
         subscription, self._subscription = self._subscription, None
-        if subscription is None:
-            return
+        assert subscription is not None
         self._stopping = True
         await subscription.stop()
         if self._active:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except TimeoutError:
-                pending = [task for task in self._active if task is not asyncio.current_task()]
+                pending = list(self._active)
                 self._log().warning(
                     "subscriber %s: %d handler(s) still running after the %.1fs graceful "
                     "timeout were cancelled; their messages stay unacknowledged",

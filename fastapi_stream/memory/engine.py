@@ -22,7 +22,7 @@ from fastapi_stream.core.errors import PublishError, RequestTimeout, StreamError
 from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec
 
-__all__ = ["MemoryEngine"]
+__all__ = ["Consumer", "MemoryEngine", "MemoryMessage"]
 
 #: A message nacked this many times in a row in inline mode is a test bug, not a retry.
 _INLINE_REDELIVERY_LIMIT = 1000
@@ -75,7 +75,7 @@ class MemoryMessage(StreamMessage):
 
     __slots__ = ("_consumer", "_delivery")
 
-    def __init__(self, delivery: _Delivery, consumer: _Consumer) -> None:
+    def __init__(self, delivery: _Delivery, consumer: Consumer) -> None:
         out = delivery.message
         super().__init__(
             out.body,
@@ -92,26 +92,30 @@ class MemoryMessage(StreamMessage):
         self._consumer = consumer
 
     async def _ack(self) -> None:
-        self._consumer.unacked.discard(self._delivery)
+        self._consumer.unacked.pop(self._delivery, None)
 
     async def _reject(self) -> None:
-        self._consumer.unacked.discard(self._delivery)
+        self._consumer.unacked.pop(self._delivery, None)
 
     async def _nack(self, delay: float) -> None:
         consumer = self._consumer
-        consumer.unacked.discard(self._delivery)
+        consumer.unacked.pop(self._delivery, None)
         if consumer.group.inline:
             return  # the inline publisher delivers it again right away
         consumer.group.requeue(self._delivery, delay)
 
 
-class _Consumer(Subscription):
+class Consumer(Subscription):
+    """One subscriber's share of a group. Like a channel of a real broker, it keeps the
+    messages it delivered until they are settled, and hands back the unsettled ones only
+    when the transport closes (``release``), after the subscriber drained."""
+
     def __init__(self, group: _Group, deliver: Deliver, prefetch: int, *, private: bool) -> None:
         self.group = group
         self.private = private
         self.deliver = deliver
         self.prefetch = max(1, prefetch)
-        self.unacked: set[_Delivery] = set()
+        self.unacked: dict[_Delivery, None] = {}  # a dict keeps delivery order
         self.task: asyncio.Task[None] | None = None
         self.waiting = False
         self.stopped = False
@@ -133,8 +137,10 @@ class _Consumer(Subscription):
             # A lone consumer takes what is there in one go; competing ones take turns.
             size = self.prefetch if len(group.consumers) == 1 else 1
             batch = group.take(size)
-            self.unacked.update(batch)
+            self.unacked.update(dict.fromkeys(batch))
             await self.deliver([MemoryMessage(delivery, self) for delivery in batch])
+            if len(group.consumers) > 1:
+                await asyncio.sleep(0)  # let the competing consumers take their turn
 
     async def stop(self) -> None:
         if self.stopped:
@@ -146,16 +152,11 @@ class _Consumer(Subscription):
             self.group.engine.drop(self.group)
         if self.task is not None and self.waiting:
             self.task.cancel()
-        if self.task is not None:
-            self.task.add_done_callback(lambda _: self._return_unacked())
-        else:
-            self._return_unacked()
 
-    def _return_unacked(self) -> None:
-        """Unsettled means unprocessed: hand those messages back to the group."""
-        for delivery in self.unacked:
-            self.group.queue.appendleft(delivery)
+    def release(self) -> None:
+        """Unsettled means unprocessed: hand those messages back to the group, in order."""
         if self.unacked:
+            self.group.queue.extendleft(reversed(list(self.unacked)))
             self.unacked.clear()
             self.group.wake()
 
@@ -167,7 +168,7 @@ class _Group:
         self.name = name
         self.inline = engine.inline
         self.queue: deque[_Delivery] = deque()
-        self.consumers: list[_Consumer] = []
+        self.consumers: list[Consumer] = []
         self._turn = 0
         self._has_messages = _Signal()
         self._has_room = _Signal(is_set=True)
@@ -216,7 +217,7 @@ class _Group:
         else:
             back()
 
-    def next_consumer(self) -> _Consumer:
+    def next_consumer(self) -> Consumer:
         self._turn = (self._turn + 1) % len(self.consumers)
         return self.consumers[self._turn]
 
@@ -242,7 +243,7 @@ class MemoryEngine:
 
     # -- consuming ---------------------------------------------------------------------
 
-    def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> _Consumer:
+    def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Consumer:
         pattern = spec.channel
         name = spec.group if spec.group is not None else f"_private.{next(_private_ids)}"
         key = (pattern.template, name)
@@ -253,7 +254,7 @@ class MemoryEngine:
                 self._patterned.append(group)
             else:
                 self._by_channel.setdefault(pattern.template, []).append(group)
-        consumer = _Consumer(group, deliver, spec.prefetch, private=spec.group is None)
+        consumer = Consumer(group, deliver, spec.prefetch, private=spec.group is None)
         group.consumers.append(consumer)
         consumer.start()
         return consumer
@@ -295,7 +296,7 @@ class MemoryEngine:
                 return
             consumer = group.next_consumer()
             delivery.attempts += 1
-            consumer.unacked.add(delivery)
+            consumer.unacked[delivery] = None
             message = MemoryMessage(delivery, consumer)
             try:
                 await consumer.deliver([message])
@@ -304,7 +305,7 @@ class MemoryEngine:
                     raise
                 continue
             finally:
-                consumer.unacked.discard(delivery)
+                consumer.unacked.pop(delivery, None)
             if message.settlement is not Settlement.NACK:
                 return
         raise StreamError(

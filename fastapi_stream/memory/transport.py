@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from fastapi_stream.core.errors import BrokerNotConnected
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
-from fastapi_stream.memory.engine import MemoryEngine
+from fastapi_stream.memory.engine import Consumer, MemoryEngine
 
 __all__ = ["MemoryTransport", "engine_for"]
 
@@ -36,7 +36,7 @@ class MemoryTransport(Transport):
             self.name = urlsplit(url_or_engine).netloc or "default"
             self.engine = engine_for(self.name)
         self._connected = False
-        self._subscriptions: list[Subscription] = []
+        self._consumers: list[Consumer] = []
 
     @classmethod
     def from_url(cls, url: str) -> MemoryTransport:
@@ -50,9 +50,10 @@ class MemoryTransport(Transport):
 
     async def close(self) -> None:
         self._connected = False
-        subscriptions, self._subscriptions = self._subscriptions, []
-        for subscription in subscriptions:
-            await subscription.stop()
+        consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            await consumer.stop()
+            consumer.release()
 
     async def ping(self, timeout: float) -> bool:
         return self._connected
@@ -80,6 +81,6 @@ class MemoryTransport(Transport):
 
     async def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Subscription:
         self._check()
-        subscription = self.engine.subscribe(spec, deliver)
-        self._subscriptions.append(subscription)
-        return subscription
+        consumer = self.engine.subscribe(spec, deliver)
+        self._consumers.append(consumer)
+        return consumer

@@ -1,0 +1,1 @@
+"""One behaviour suite, parametrised over every transport (see ``conftest.CASES``)."""
