@@ -83,6 +83,7 @@ class StreamRouter(APIRouter):
                 encoder=encoder,
                 logger=logger,
             )
+        self._subscribers: list[Subscriber] = []
         # Registered before this router has a broker (a broker-less router).
         self._pending_subscribers: list[Subscriber] = []
         self._pending_publishers: list[Publisher] = []
@@ -155,6 +156,7 @@ class StreamRouter(APIRouter):
                 options=options,
             )
             endpoint.subscribers.append(subscriber)
+            self._subscribers.append(subscriber)
             if self._broker is None:
                 self._pending_subscribers.append(subscriber)
             else:
@@ -189,14 +191,30 @@ class StreamRouter(APIRouter):
             self._broker.add_publisher(publisher)
         return publisher
 
-    def include_router(self, router: APIRouter, *args: Any, **kwargs: Any) -> None:
-        """Include ``router`` as ``APIRouter.include_router`` does; a StreamRouter without
-        a broker of its own joins this router's broker."""
-        super().include_router(router, *args, **kwargs)
-        if isinstance(router, StreamRouter) and not router._owns_broker:
+    def include_router(self, router: APIRouter, **options: Any) -> None:
+        """Include ``router`` as ``APIRouter.include_router`` does.
+
+        A StreamRouter without a broker of its own joins this router's broker. The
+        message handlers of an included StreamRouter get this router's ``dependencies``
+        and those given here, as its HTTP routes do.
+        """
+        super().include_router(router, **options)
+        if not isinstance(router, StreamRouter):
+            return
+        dependencies = [*self.dependencies, *(options.get("dependencies") or ())]
+        for subscriber in router._all_subscribers():
+            subscriber.add_dependencies(dependencies)
+        if not router._owns_broker:
             self._children.append(router)
             if self._broker is not None:
                 router._attach(self._broker)
+
+    def _all_subscribers(self) -> list[Subscriber]:
+        """Subscribers registered on this router and on the routers it included."""
+        found = list(self._subscribers)
+        for child in self._children:
+            found.extend(child._all_subscribers())
+        return found
 
     def _attach(self, broker: StreamBroker) -> None:
         self._broker = broker

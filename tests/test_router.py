@@ -284,3 +284,28 @@ def test_unknown_or_missing_schemes_say_what_to_write() -> None:
         StreamRouter("kafkaa://user:hunter2@localhost")
     except ConfigurationError as exc:
         assert "hunter2" not in str(exc)
+
+
+def test_include_router_dependencies_reach_included_message_handlers(memory_url: str) -> None:
+    calls: list[str] = []
+
+    async def parent_level() -> None:
+        calls.append("parent")
+
+    async def include_level() -> None:
+        calls.append("include")
+
+    parent = StreamRouter(memory_url, dependencies=[Depends(parent_level)])
+    child = StreamRouter()
+
+    @child.subscriber("ch")
+    async def handler() -> None:
+        calls.append("handler")
+
+    parent.include_router(child, dependencies=[Depends(include_level)])
+    app = FastAPI()
+    app.include_router(parent)
+    with TestClient(app) as client:
+        client.portal.call(parent.broker.publish, None, "ch")  # type: ignore[union-attr]
+        client.portal.call(eventually, lambda: "handler" in calls)  # type: ignore[union-attr]
+    assert calls == ["parent", "include", "handler"]

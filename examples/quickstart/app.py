@@ -1,7 +1,10 @@
 """The quickstart service: orders come in over HTTP, are validated by a message handler
 and published on; another handler records what was validated.
 
-Run it with ``make demo`` (memory broker) or ``BROKER_URL=kafka://localhost:9092 make demo``.
+Run it with ``make demo``: the embedded memory broker, nothing else to start. Set
+``BROKER_URL`` (``BROKER_URL=kafka://localhost:9092 make demo``) to use a real broker
+whose transport is installed; see docs/brokers.md for the schemes available.
+``docs/quickstart.md`` shows this file and ``tests/examples/test_quickstart.py`` tests it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from pydantic import BaseModel, Field
 
 from fastapi_stream import Logger, StreamMessage, StreamRouter
 
+# --8<-- [start:router]
+# The URL's scheme picks the broker; memory:// is the in-process one.
 BROKER_URL = os.environ.get("BROKER_URL", "memory://")
 
 router = StreamRouter(BROKER_URL)
+# --8<-- [end:router]
 
 
 class Order(BaseModel):
@@ -38,6 +44,7 @@ def currency() -> str:
 audit_log: list[ValidatedOrder] = []
 
 
+# --8<-- [start:handlers]
 @router.subscriber("orders", group="validators")
 @router.publisher("orders-validated")
 async def validate(order: Order, logger: Logger, cur: str = Depends(currency)) -> ValidatedOrder:
@@ -59,10 +66,17 @@ async def audit(order: ValidatedOrder, msg: StreamMessage, logger: Logger) -> No
     )
 
 
+# --8<-- [end:handlers]
+
+
+# --8<-- [start:route]
 @router.post("/orders")
 async def create_order(order: Order) -> dict[str, int]:
     await router.broker.publish(order, "orders")
     return {"queued": order.id}
+
+
+# --8<-- [end:route]
 
 
 @router.get("/orders/validated")

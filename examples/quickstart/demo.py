@@ -7,13 +7,12 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
 from examples.quickstart.app import Order, router
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 log = logging.getLogger("fastapi_stream.demo")
 
 
@@ -26,6 +25,10 @@ async def send_demo_orders(count: int = 3, interval: float = 1.0) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # uvicorn configures only its own loggers; show the library's and the demo's too.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
     base = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
     log.info("broker:      %s", router.broker.transport.describe())
     log.info("Swagger UI:  %s/docs", base)
@@ -37,6 +40,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 app = FastAPI(title="fastapi-stream quickstart", lifespan=lifespan)

@@ -34,7 +34,7 @@ class Endpoint(Generic[P, R]):
         self.subscribers: list[Subscriber] = []
         self.mock = MagicMock(name=getattr(func, "__name__", "handler"))
         self._calls = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
@@ -42,31 +42,41 @@ class Endpoint(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Endpoint {getattr(self.func, '__qualname__', self.func)!r}>"
 
-    def record_call(self, decoded_body: Any, *, testing: bool) -> None:
+    def record_call(self, decoded_body: Any = None, *, testing: bool = False) -> None:
         """Called by the subscriber after each processed message."""
         self._calls += 1
         if testing:
             self.mock(decoded_body)
         if self._waiters:
             waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
+            for count, waiter in waiters:
+                if waiter.done():
+                    continue
+                if self._calls >= count:
                     waiter.set_result(None)
+                else:
+                    self._waiters.append((count, waiter))
 
     def reset(self) -> None:
         """Forget recorded calls (done when a test broker exits)."""
         self._calls = 0
         self.mock.reset_mock()
 
-    async def wait_call(self, timeout: float = 10.0) -> None:
-        """Return once the handler has processed a message since the last reset; raise
-        ``TimeoutError`` after ``timeout`` seconds."""
-        if self._calls:
+    @property
+    def call_count(self) -> int:
+        """Messages processed since the last reset (the end of a test broker block)."""
+        return self._calls
+
+    async def wait_call(self, timeout: float = 10.0, *, count: int = 1) -> None:
+        """Return once the handler has processed ``count`` messages since the last reset;
+        raise ``TimeoutError`` after ``timeout`` seconds."""
+        if self._calls >= count:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        entry = (count, waiter)
+        self._waiters.append(entry)
         try:
             await asyncio.wait_for(waiter, timeout)
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if entry in self._waiters:
+                self._waiters.remove(entry)

@@ -338,18 +338,19 @@ class CallPlan:
         where = getattr(call, "__qualname__", repr(call))
         self._path_params = set(path_params)
         self._root = _analyse(call, name=None, use_cache=True, path_params=self._path_params)
+        extra: list[_Callable] = []
         for depends in dependencies:
             if depends.dependency is None:
                 raise ConfigurationError(f"{where}: dependencies=[...] needs Depends(callable)")
-            self._root.dependencies.insert(
-                0,
+            extra.append(
                 _analyse(
                     depends.dependency,
                     name=None,
                     use_cache=depends.use_cache,
                     path_params=self._path_params,
-                ),
+                )
             )
+        self._root.dependencies[:0] = extra  # they run first, in the order given
         nodes = list(self._root.walk())
         body_params: dict[str, _BodyParam] = {}
         fields: dict[str, _Field] = {}

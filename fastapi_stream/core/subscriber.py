@@ -82,12 +82,8 @@ class Subscriber:
         self.description = description or (endpoint.__doc__ or "").strip() or None
         self.include_in_schema = include_in_schema
         self.options = options or {}
-        self.plan = CallPlan(
-            endpoint.func,
-            path_params=self.channel.params,
-            dependencies=dependencies,
-            decoder=decoder,
-        )
+        self.dependencies = list(dependencies)
+        self.plan = self._plan()
         self.broker: StreamBroker | None = None
         self._subscription: Subscription | None = None
         self._consume: ConsumeNext = self._call_handler
@@ -101,6 +97,20 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"Subscriber({self.channel.template!r}, group={self.group!r})"
+
+    def _plan(self) -> CallPlan:
+        return CallPlan(
+            self.endpoint.func,
+            path_params=self.channel.params,
+            dependencies=self.dependencies,
+            decoder=self.decoder,
+        )
+
+    def add_dependencies(self, dependencies: Sequence[params.Depends]) -> None:
+        """Run ``dependencies`` before the handler's own (a including router's)."""
+        if dependencies:
+            self.dependencies[:0] = dependencies
+            self.plan = self._plan()
 
     @property
     def name(self) -> str:
@@ -235,15 +245,14 @@ class Subscriber:
             await message.ack()
 
     def _record(self, message: StreamMessage, testing: bool) -> None:
-        endpoint = self.endpoint
-        if testing:
-            try:
-                decoded = message.decode()
-            except ValueError:
-                decoded = message.body
-            endpoint.record_call(decoded, testing=True)
-        elif endpoint._waiters:
-            endpoint.record_call(None, testing=False)
+        if not testing:
+            self.endpoint.record_call()
+            return
+        try:
+            decoded = message.decode()
+        except ValueError:
+            decoded = message.body
+        self.endpoint.record_call(decoded, testing=True)
 
     async def _call_handler(self, message: StreamMessage) -> Any:
         if not self.plan.needs_context:

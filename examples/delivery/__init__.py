@@ -1,0 +1,1 @@
+"""Delivery example: see docs/delivery.md."""

@@ -1,0 +1,1 @@
+"""Handlers example: see docs/handlers.md."""

@@ -1,0 +1,1 @@
+"""Memory example: see docs/memory.md."""

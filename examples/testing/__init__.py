@@ -1,0 +1,1 @@
+"""Testing example: see docs/testing.md."""
