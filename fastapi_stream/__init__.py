@@ -29,7 +29,7 @@ from fastapi_stream.core.middleware import Middleware
 from fastapi_stream.core.policy import AckPolicy, Retry
 from fastapi_stream.core.publisher import Publisher, Response
 from fastapi_stream.core.subscriber import Subscriber
-from fastapi_stream.core.transport import Subscription, SubscriptionSpec, Transport
+from fastapi_stream.core.transport import Routing, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.router import StreamRouter
 
 #: Annotate a handler parameter with ``Logger`` to receive the broker's logger.
@@ -57,6 +57,7 @@ __all__ = [
     "RequestTimeout",
     "Response",
     "Retry",
+    "Routing",
     "Settlement",
     "State",
     "StreamBroker",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 
-__all__ = ["Deliver", "Subscription", "SubscriptionSpec", "Transport"]
+__all__ = ["DEFAULT_ROUTING", "Deliver", "Routing", "Subscription", "SubscriptionSpec", "Transport"]
 
 #: Called by a transport with messages it fetched. It returns once the core is done with
 #: them (processed, or handed to workers when the subscriber is concurrent). A transport
@@ -36,6 +36,29 @@ class SubscriptionSpec:
     prefetch: int = 100
     #: Broker-specific options (exchange, partitions, stream...) read by that broker only.
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Routing:
+    """Which subscriptions a published message reaches, in one broker's terms.
+
+    The memory engine routes with these rules. A transport whose broker routes in its own
+    way (AMQP exchanges and binding keys, NATS or MQTT wildcards...) returns a subclass
+    from :meth:`Transport.routing`, so the test broker delivers exactly where the real
+    broker would.
+    """
+
+    def group_key(self, spec: SubscriptionSpec) -> str | None:
+        """Subscriptions with the same key compete for messages; ``None`` makes a private
+        group that gets every message."""
+        return None if spec.group is None else f"{spec.channel.template}#{spec.group}"
+
+    def matches(self, spec: SubscriptionSpec, message: OutgoingMessage) -> bool:
+        """Whether a subscription of ``spec`` receives ``message``."""
+        return spec.channel.match(message.channel) is not None
+
+
+#: Routing by channel name and ``{param}`` patterns, the memory broker's own rules.
+DEFAULT_ROUTING = Routing()
 
 
 class Subscription(abc.ABC):
@@ -90,3 +113,7 @@ class Transport(abc.ABC):
     def describe(self) -> str:
         """The broker's address for logs, docs and health output, without credentials."""
         return type(self).__name__
+
+    def routing(self) -> Routing:
+        """This broker's routing rules, for the test broker to imitate."""
+        return DEFAULT_ROUTING

@@ -17,10 +17,15 @@ import itertools
 from collections import deque
 from typing import Any
 
-from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.errors import PublishError, RequestTimeout, StreamError
 from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
-from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec
+from fastapi_stream.core.transport import (
+    DEFAULT_ROUTING,
+    Deliver,
+    Routing,
+    Subscription,
+    SubscriptionSpec,
+)
 
 __all__ = ["Consumer", "MemoryEngine", "MemoryMessage"]
 
@@ -162,9 +167,9 @@ class Consumer(Subscription):
 
 
 class _Group:
-    def __init__(self, engine: MemoryEngine, pattern: ChannelPattern, name: str) -> None:
+    def __init__(self, engine: MemoryEngine, spec: SubscriptionSpec, name: str) -> None:
         self.engine = engine
-        self.pattern = pattern
+        self.spec = spec
         self.name = name
         self.inline = engine.inline
         self.queue: deque[_Delivery] = deque()
@@ -172,9 +177,6 @@ class _Group:
         self._turn = 0
         self._has_messages = _Signal()
         self._has_room = _Signal(is_set=True)
-
-    def matches(self, channel: str) -> bool:
-        return self.pattern.match(channel) is not None
 
     def wake(self) -> None:
         self._has_messages.set()
@@ -190,7 +192,7 @@ class _Group:
                 await asyncio.wait_for(self._has_room.wait(), timeout)
             except TimeoutError:
                 raise PublishError(
-                    f"memory group {self.name!r} on {self.pattern} is full "
+                    f"memory group {self.name!r} on {self.spec.channel} is full "
                     f"({self.engine.max_queue} messages) and nothing consumed it in {timeout}s"
                 ) from None
         self.queue.append(delivery)
@@ -230,51 +232,60 @@ class MemoryEngine:
     """
 
     def __init__(
-        self, *, inline: bool = False, max_queue: int = 10_000, publish_timeout: float = 10.0
+        self,
+        *,
+        inline: bool = False,
+        max_queue: int = 10_000,
+        publish_timeout: float = 10.0,
+        routing: Routing = DEFAULT_ROUTING,
     ) -> None:
         self.inline = inline
         self.max_queue = max_queue
         self.publish_timeout = publish_timeout
-        self._groups: dict[tuple[str, str], _Group] = {}
+        self.routing = routing
+        self._groups: dict[str, _Group] = {}
+        # With the default routing, plain channel names are looked up, not scanned.
         self._by_channel: dict[str, list[_Group]] = {}
-        self._patterned: list[_Group] = []
+        self._scanned: list[_Group] = []
         self._replies: dict[str, asyncio.Future[OutgoingMessage]] = {}
         self._reply_ids = itertools.count(1)
 
     # -- consuming ---------------------------------------------------------------------
 
     def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Consumer:
-        pattern = spec.channel
-        name = spec.group if spec.group is not None else f"_private.{next(_private_ids)}"
-        key = (pattern.template, name)
+        key = self.routing.group_key(spec)
+        private = key is None
+        if key is None:
+            key = f"_private.{next(_private_ids)}"
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(self, pattern, name)
-            if pattern.is_pattern:
-                self._patterned.append(group)
+            group = self._groups[key] = _Group(self, spec, key)
+            if self.routing is DEFAULT_ROUTING and not spec.channel.is_pattern:
+                self._by_channel.setdefault(spec.channel.template, []).append(group)
             else:
-                self._by_channel.setdefault(pattern.template, []).append(group)
-        consumer = Consumer(group, deliver, spec.prefetch, private=spec.group is None)
+                self._scanned.append(group)
+        consumer = Consumer(group, deliver, spec.prefetch, private=private)
         group.consumers.append(consumer)
         consumer.start()
         return consumer
 
     def drop(self, group: _Group) -> None:
         """Forget ``group`` (a private group whose consumer stopped)."""
-        self._groups.pop((group.pattern.template, group.name), None)
-        if group in self._patterned:
-            self._patterned.remove(group)
-        peers = self._by_channel.get(group.pattern.template)
+        self._groups.pop(group.name, None)
+        if group in self._scanned:
+            self._scanned.remove(group)
+        peers = self._by_channel.get(group.spec.channel.template)
         if peers is not None and group in peers:
             peers.remove(group)
             if not peers:
-                del self._by_channel[group.pattern.template]
+                del self._by_channel[group.spec.channel.template]
 
-    def _groups_for(self, channel: str) -> list[_Group]:
-        exact = self._by_channel.get(channel, ())
-        if not self._patterned:
+    def _groups_for(self, message: OutgoingMessage) -> list[_Group]:
+        exact = self._by_channel.get(message.channel, ())
+        if not self._scanned:
             return list(exact)
-        return [*exact, *(g for g in self._patterned if g.matches(channel))]
+        matches = self.routing.matches
+        return [*exact, *(g for g in self._scanned if matches(g.spec, message))]
 
     # -- publishing --------------------------------------------------------------------
 
@@ -284,7 +295,7 @@ class MemoryEngine:
             if not waiter.done():
                 waiter.set_result(message)
             return
-        for group in self._groups_for(message.channel):
+        for group in self._groups_for(message):
             if self.inline:
                 await self._deliver_inline(group, _Delivery(message))
             else:
@@ -330,7 +341,7 @@ class MemoryEngine:
     def stats(self) -> dict[str, Any]:
         """Queued and unacknowledged messages per group, for health output and tests."""
         return {
-            f"{group.pattern}#{group.name}": {
+            group.name: {
                 "queued": len(group.queue),
                 "unacked": sum(len(c.unacked) for c in group.consumers),
                 "consumers": len(group.consumers),

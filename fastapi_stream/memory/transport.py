@@ -6,7 +6,13 @@ from urllib.parse import urlsplit
 
 from fastapi_stream.core.errors import BrokerNotConnected
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
-from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
+from fastapi_stream.core.transport import (
+    Deliver,
+    Routing,
+    Subscription,
+    SubscriptionSpec,
+    Transport,
+)
 from fastapi_stream.memory.engine import Consumer, MemoryEngine
 
 __all__ = ["MemoryTransport", "engine_for"]
@@ -44,6 +50,9 @@ class MemoryTransport(Transport):
 
     def describe(self) -> str:
         return f"memory://{self.name}"
+
+    def routing(self) -> Routing:
+        return self.engine.routing
 
     async def connect(self) -> None:
         self._connected = True

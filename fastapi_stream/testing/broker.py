@@ -80,7 +80,9 @@ class TestStreamBroker:
         broker.testing = True
         if not self.with_real:
             broker.raise_errors = True
-            inline = MemoryTransport(MemoryEngine(inline=True))
+            # The real transport's routing rules, so messages land where they would.
+            engine = MemoryEngine(inline=True, routing=broker.transport.routing())
+            inline = MemoryTransport(engine)
             self._replaced = await broker.replace_transport(inline)
 
     async def _exit(self) -> None:
