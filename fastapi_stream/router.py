@@ -118,6 +118,7 @@ class StreamRouter(APIRouter):
         dead_letter: str | None = None,
         max_workers: int = 1,
         prefetch: int | None = None,
+        batch: bool = False,
         dependencies: Sequence[params.Depends] = (),
         middlewares: Sequence[Middleware] = (),
         decoder: codec.Decoder | None = None,
@@ -133,6 +134,8 @@ class StreamRouter(APIRouter):
         group each gets every message. ``retry`` bounds deliveries of a failing message
         (``False`` for one), after which it is rejected or sent to ``dead_letter``.
         ``max_workers`` > 1 handles that many messages at once (order is then not kept).
+        ``batch=True`` hands the handler what the broker delivered at once as a list
+        (declare the body as ``items: list[Item]``).
         ``options`` are the broker's own subscriber options.
         """
 
@@ -147,6 +150,7 @@ class StreamRouter(APIRouter):
                 dead_letter=dead_letter,
                 max_workers=max_workers,
                 prefetch=prefetch,
+                batch=batch,
                 dependencies=[*self.dependencies, *dependencies],
                 middlewares=middlewares,
                 decoder=decoder,

@@ -334,8 +334,10 @@ class CallPlan:
         path_params: Sequence[str] = (),
         dependencies: Sequence[params.Depends] = (),
         decoder: codec.Decoder | None = None,
+        batch: bool = False,
     ) -> None:
         where = getattr(call, "__qualname__", repr(call))
+        self.batch = batch
         self._path_params = set(path_params)
         self._root = _analyse(call, name=None, use_cache=True, path_params=self._path_params)
         extra: list[_Callable] = []
@@ -359,6 +361,9 @@ class CallPlan:
                 body_params.setdefault(param.name, param)
             for f in node.fields:
                 fields.setdefault(f.name, f)
+        if batch:
+            self._batch_name, item = _batch_item(list(body_params.values()), fields, where)
+            body_params = {self._batch_name: item}
         self._body = _Body(list(body_params.values()), where)
         self._fields = tuple(fields.values())
         self._decoder = decoder
@@ -379,9 +384,22 @@ class CallPlan:
         return not self._simple
 
     async def run(self, message: StreamMessage, ctx: CallContext | None) -> Any:
+        """Validate ``message`` and call the handler with it."""
         values = self._body.validate(message, self._decoder)
         if self._fields:
             values.update(_validate_fields(self._fields, message))
+        return await self._call(values, ctx)
+
+    def validate_item(self, message: StreamMessage) -> Any:
+        """A batch handler's view of one message: its body validated as a list item."""
+        return self._body.validate(message, self._decoder)[self._batch_name]
+
+    async def run_batch(self, items: list[Any], ctx: CallContext | None) -> Any:
+        """Call a batch handler with items from :meth:`validate_item`; its context and
+        dependencies see the first message of the batch."""
+        return await self._call({self._batch_name: items}, ctx)
+
+    async def _call(self, values: dict[str, Any], ctx: CallContext | None) -> Any:
         root = self._root
         if self._simple:
             kwargs = _arguments(root, values, ctx) if ctx is not None else values
@@ -404,6 +422,26 @@ class CallPlan:
             )
             self._override_nodes[replacement] = found
         return found
+
+
+def _batch_item(
+    body: Sequence[_BodyParam], fields: Mapping[str, _Field], where: str
+) -> tuple[str, _BodyParam]:
+    """The one list parameter of a batch handler, and how to validate one of its items."""
+    if fields:
+        raise ConfigurationError(
+            f"{where}: a batch handler cannot take Header() or Path() parameters; "
+            "declare `msg: StreamMessage` for the first message's metadata"
+        )
+    if len(body) != 1 or get_origin(body[0].annotation) not in (list, Sequence, tuple):
+        raise ConfigurationError(
+            f"{where}: a batch handler takes exactly one body parameter, typed as a list "
+            "(for example `orders: list[Order]`)"
+        )
+    (param,) = body
+    args = get_args(param.annotation)
+    item_type = args[0] if args else Any
+    return param.name, _BodyParam(param.name, item_type, FieldInfo(annotation=item_type))
 
 
 def _arguments(node: _Callable, values: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:

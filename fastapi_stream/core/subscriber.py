@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import params
@@ -44,6 +44,14 @@ _ATTEMPT_MEMORY = 10_000
 _REASON_LIMIT = 500
 
 
+def _decoded(message: StreamMessage) -> Any:
+    """The body as a test mock records it."""
+    try:
+        return message.decode()
+    except ValueError:
+        return message.body
+
+
 class Subscriber:
     """Consumes ``channel`` (optionally within a consumer ``group``) into ``endpoint``."""
 
@@ -58,6 +66,7 @@ class Subscriber:
         dead_letter: str | None = None,
         max_workers: int = 1,
         prefetch: int | None = None,
+        batch: bool = False,
         dependencies: Sequence[params.Depends] = (),
         middlewares: Sequence[Middleware] = (),
         decoder: codec.Decoder | None = None,
@@ -75,6 +84,7 @@ class Subscriber:
         self.retry = retry
         self.dead_letter = dead_letter
         self.max_workers = max_workers
+        self.batch = batch
         self.prefetch = prefetch if prefetch is not None else max(100, max_workers)
         self.middlewares = list(middlewares)
         self.decoder = decoder
@@ -104,6 +114,7 @@ class Subscriber:
             path_params=self.channel.params,
             dependencies=self.dependencies,
             decoder=self.decoder,
+            batch=self.batch,
         )
 
     def add_dependencies(self, dependencies: Sequence[params.Depends]) -> None:
@@ -180,32 +191,40 @@ class Subscriber:
     # -- delivery ----------------------------------------------------------------------
 
     async def deliver(self, messages: Sequence[StreamMessage]) -> None:
-        """The transport's entry point (never called concurrently for one subscription)."""
+        """The transport's entry point (never called concurrently for one subscription).
+
+        A batch subscriber handles the messages of one delivery together; others handle
+        them one by one, inline or, with ``max_workers`` > 1, in worker tasks.
+        """
+        jobs: Sequence[Any] = (messages,) if self.batch else messages
+        handle: Callable[[Any], Awaitable[None]] = (
+            self.process_batch if self.batch else self.process
+        )
         if self._slots is None:
             task = asyncio.current_task()
             assert task is not None
             self._enter(task)
             try:
-                for message in messages:
+                for job in jobs:
                     if self._stopping:
                         return
-                    await self.process(message)
+                    await handle(job)
             finally:
                 self._leave(task)
             return
-        for message in messages:
+        for job in jobs:
             await self._slots.acquire()
             if self._stopping:
                 self._slots.release()
                 return
-            worker = asyncio.create_task(self._work(message))
+            worker = asyncio.create_task(self._work(handle, job))
             self._enter(worker)
             worker.add_done_callback(self._leave)
 
-    async def _work(self, message: StreamMessage) -> None:
+    async def _work(self, handle: Callable[[Any], Awaitable[None]], job: Any) -> None:
         assert self._slots is not None
         try:
-            await self.process(message)
+            await handle(job)
         finally:
             self._slots.release()
 
@@ -244,33 +263,80 @@ class Subscriber:
         if message.settlement is None and self._policy is AckPolicy.ACK:
             await message.ack()
 
+    async def process_batch(self, messages: Sequence[StreamMessage]) -> None:
+        """Run a batch handler on ``messages`` and settle each of them.
+
+        Messages whose body does not validate are rejected one by one and left out of the
+        batch; if the handler fails, each message goes through the retry policy.
+        Consume middlewares wrap single messages only, so they are not run for batches.
+        """
+        broker = self.broker
+        assert broker is not None
+        if self._policy is AckPolicy.ACK_FIRST:
+            for message in messages:
+                await message.ack()
+        valid: list[StreamMessage] = []
+        items: list[Any] = []
+        for message in messages:
+            try:
+                items.append(self.plan.validate_item(message))
+            except PayloadError as exc:
+                await self._reject_invalid(message, exc)
+                continue
+            valid.append(message)
+        if not valid:
+            return
+        try:
+            ctx = self._context(valid[0]) if self.plan.needs_context else None
+            result = await self.plan.run_batch(items, ctx)
+            await self._publish_result(valid[0], result, reply=False)
+        except Exception as exc:
+            # Last first: brokers that requeue at the head then keep the batch's order.
+            for message in reversed(valid):
+                await self._handle_failure(message, exc)
+            if broker.raise_errors:
+                raise
+            return
+        finally:
+            self._record_batch(valid, broker.testing)
+        if self._policy is AckPolicy.ACK:
+            for message in valid:
+                if message.settlement is None:
+                    await message.ack()
+
+    def _record_batch(self, messages: Sequence[StreamMessage], testing: bool) -> None:
+        if not testing:
+            self.endpoint.record_call()
+            return
+        self.endpoint.record_call([_decoded(m) for m in messages], testing=True)
+
     def _record(self, message: StreamMessage, testing: bool) -> None:
         if not testing:
             self.endpoint.record_call()
             return
-        try:
-            decoded = message.decode()
-        except ValueError:
-            decoded = message.body
-        self.endpoint.record_call(decoded, testing=True)
+        self.endpoint.record_call(_decoded(message), testing=True)
 
     async def _call_handler(self, message: StreamMessage) -> Any:
-        if not self.plan.needs_context:
-            return await self.plan.run(message, None)
+        ctx = self._context(message) if self.plan.needs_context else None
+        return await self.plan.run(message, ctx)
+
+    def _context(self, message: StreamMessage) -> CallContext:
         broker = self.broker
         assert broker is not None
-        ctx = CallContext(
+        return CallContext(
             message=message,
             broker=broker,
             logger=broker.logger,
             state=broker.state,
             overrides=broker.dependency_overrides,
         )
-        return await self.plan.run(message, ctx)
 
-    async def _publish_result(self, message: StreamMessage, result: Any) -> None:
+    async def _publish_result(
+        self, message: StreamMessage, result: Any, *, reply: bool = True
+    ) -> None:
         publishers = self.endpoint.publishers
-        if not publishers and not message.reply_to:
+        reply_to = message.reply_to if reply else None
+        if not publishers and not reply_to:
             return
         headers: dict[str, str] | None = None
         options: dict[str, Any] = {}
@@ -283,12 +349,12 @@ class Subscriber:
             await publisher.publish(
                 result, headers=headers, correlation_id=correlation_id, **options
             )
-        if message.reply_to:
+        if reply_to:
             broker = self.broker
             assert broker is not None
             await broker.publish(
                 result,
-                message.reply_to,
+                reply_to,
                 headers=headers,
                 correlation_id=correlation_id,
                 **options,
