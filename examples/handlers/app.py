@@ -69,6 +69,20 @@ async def take_payment(order_id: int, amount: float, currency: str = "EUR") -> N
 # --8<-- [end:fields]
 
 
+# --8<-- [start:batch]
+batches: list[list[str]] = []
+
+
+@router.subscriber("handlers.stock", batch=True)
+async def update_stock(orders: list[Order]) -> None:
+    """``batch=True``: one call for what the broker delivered at once, each item
+    validated on its own (an invalid one is rejected and left out)."""
+    batches.append([order.sku for order in orders])
+
+
+# --8<-- [end:batch]
+
+
 # --8<-- [start:headers-path]
 shipments: list[tuple[str, str, int]] = []
 

@@ -277,15 +277,23 @@ class Subscriber:
                 await message.ack()
         valid: list[StreamMessage] = []
         items: list[Any] = []
+        invalid: PayloadError | None = None
         for message in messages:
             try:
                 items.append(self.plan.validate_item(message))
             except PayloadError as exc:
                 await self._reject_invalid(message, exc)
+                invalid = invalid or exc
                 continue
             valid.append(message)
-        if not valid:
-            return
+        if valid:
+            await self._run_batch(valid, items)
+        if invalid is not None and broker.raise_errors:
+            raise invalid
+
+    async def _run_batch(self, valid: list[StreamMessage], items: list[Any]) -> None:
+        broker = self.broker
+        assert broker is not None
         try:
             ctx = self._context(valid[0]) if self.plan.needs_context else None
             result = await self.plan.run_batch(items, ctx)

@@ -18,6 +18,7 @@ def clean_state() -> Iterator[None]:
     def clear() -> None:
         example.orders.clear()
         example.payments.clear()
+        example.batches.clear()
         example.shipments.clear()
         example.sessions.clear()
         example.app.dependency_overrides.clear()
@@ -106,3 +107,12 @@ async def test_reply_carries_the_response_headers() -> None:
         reply = await broker.request(example.Quote(sku="pear", quantity=2), "handlers.quotes")
     assert reply.decode() == {"sku": "pear", "total": 1.5}
     assert reply.headers["priced-by"] == "v2"
+
+
+@pytest.mark.anyio
+async def test_a_batch_handler_gets_valid_items_as_a_list() -> None:
+    async with TestStreamBroker(example.router) as broker:
+        await broker.publish({"id": 1, "sku": "pear"}, "handlers.stock")
+        with pytest.raises(PayloadError):
+            await broker.publish({"id": "x"}, "handlers.stock")
+    assert example.batches == [["pear"]]
