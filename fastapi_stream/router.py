@@ -18,7 +18,7 @@ from fastapi_stream.core.broker import DEFAULT_GRACEFUL_TIMEOUT, StreamBroker
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 from fastapi_stream.core.middleware import Middleware
-from fastapi_stream.core.policy import NO_RETRY, AckPolicy, Retry
+from fastapi_stream.core.policy import DEFAULT_RETRY, NO_RETRY, AckPolicy, Retry
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.core.subscriber import Subscriber
 from fastapi_stream.core.transport import Transport
@@ -77,7 +77,7 @@ class StreamRouter(APIRouter):
                 transport,
                 graceful_timeout=graceful_timeout,
                 ack_policy=ack_policy,
-                retry=_as_retry(retry) or Retry(),
+                retry=_as_retry(retry) or DEFAULT_RETRY,
                 dead_letter=dead_letter,
                 middlewares=middlewares,
                 encoder=encoder,

@@ -245,23 +245,23 @@ class Subscriber:
             await message.ack()
         if self.channel.regex is not None:
             message.path = self.channel.match(message.channel) or {}
+        error: Exception | None = None
         try:
             result = await self._consume(message)
             await self._publish_result(message, result)
         except PayloadError as exc:
+            error = exc
             await self._reject_invalid(message, exc)
-            if broker.raise_errors:
-                raise
-            return
         except Exception as exc:
+            error = exc
             await self._handle_failure(message, exc)
-            if broker.raise_errors:
-                raise
-            return
-        finally:
-            self._record(message, broker.testing)
-        if message.settlement is None and self._policy is AckPolicy.ACK:
-            await message.ack()
+        else:
+            if message.settlement is None and self._policy is AckPolicy.ACK:
+                await message.ack()
+        # Cancellation (the shutdown deadline) skips all of this: no settlement, no record.
+        self._record(message, broker.testing)
+        if error is not None and broker.raise_errors:
+            raise error
 
     async def process_batch(self, messages: Sequence[StreamMessage]) -> None:
         """Run a batch handler on ``messages`` and settle each of them.
@@ -294,23 +294,24 @@ class Subscriber:
     async def _run_batch(self, valid: list[StreamMessage], items: list[Any]) -> None:
         broker = self.broker
         assert broker is not None
+        error: Exception | None = None
         try:
             ctx = self._context(valid[0]) if self.plan.needs_context else None
             result = await self.plan.run_batch(items, ctx)
             await self._publish_result(valid[0], result, reply=False)
         except Exception as exc:
+            error = exc
             # Last first: brokers that requeue at the head then keep the batch's order.
             for message in reversed(valid):
                 await self._handle_failure(message, exc)
-            if broker.raise_errors:
-                raise
-            return
-        finally:
-            self._record_batch(valid, broker.testing)
-        if self._policy is AckPolicy.ACK:
-            for message in valid:
-                if message.settlement is None:
-                    await message.ack()
+        else:
+            if self._policy is AckPolicy.ACK:
+                for message in valid:
+                    if message.settlement is None:
+                        await message.ack()
+        self._record_batch(valid, broker.testing)
+        if error is not None and broker.raise_errors:
+            raise error
 
     def _record_batch(self, messages: Sequence[StreamMessage], testing: bool) -> None:
         if not testing:
