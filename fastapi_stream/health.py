@@ -1,24 +1,40 @@
 """Liveness and readiness routes for orchestrators such as Kubernetes.
 
-``GET {health_url}/live`` answers 200 while the process serves HTTP and never looks at the
-broker. ``GET {health_url}/ready`` answers 200 when the broker answers a ping and every
-subscriber runs, 503 otherwise. Bodies name the broker by its address without
-credentials; the routes stay out of the OpenAPI schema.
+``GET {health_url}/live`` answers 200 while the process serves HTTP and never looks at a
+broker. ``GET {health_url}/ready`` answers 200 when every broker of the app answers a
+ping in time and every subscriber runs, 503 otherwise. The bodies name brokers by their
+address without credentials; the routes stay out of the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from fastapi_stream.core.url import redact
+
 if TYPE_CHECKING:
+    from fastapi_stream.core.broker import StreamBroker
     from fastapi_stream.router import StreamRouter
 
-__all__ = ["add_health_routes"]
+__all__ = ["add_health_routes", "readiness", "register_broker"]
 
+#: Seconds a broker has to answer the readiness ping.
 PING_TIMEOUT = 2.0
+
+# The brokers started in each app, so one readiness route answers for all of them.
+_brokers: weakref.WeakKeyDictionary[Any, list[StreamBroker]] = weakref.WeakKeyDictionary()
+
+
+def register_broker(app: Any, broker: StreamBroker) -> None:
+    """Called by a StreamRouter's lifespan: ``broker`` belongs to ``app``."""
+    brokers = _brokers.setdefault(app, [])
+    if broker not in brokers:
+        brokers.append(broker)
 
 
 def add_health_routes(router: StreamRouter, health_url: str) -> None:
@@ -30,27 +46,37 @@ def add_health_routes(router: StreamRouter, health_url: str) -> None:
         return {"status": "ok"}
 
     @router.get(f"{base}/ready", include_in_schema=False)
-    async def ready() -> JSONResponse:
-        report = await readiness(router)
+    async def ready(request: Request) -> JSONResponse:
+        brokers = _brokers.get(request.app) or ([router.broker] if router.has_broker else [])
+        report = await readiness(brokers)
         return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)
 
 
-async def readiness(router: StreamRouter) -> dict[str, Any]:
-    """The readiness report of ``router``'s broker."""
-    if not router.has_broker:
-        return {"status": "unavailable", "brokers": []}
-    broker = router.broker
+async def readiness(brokers: list[StreamBroker]) -> dict[str, Any]:
+    """The readiness report of ``brokers``, pinged concurrently."""
+    reachable = await asyncio.gather(*(_ping(broker) for broker in brokers))
+    report_brokers = []
+    ready = bool(brokers)
+    for broker, answered in zip(brokers, reachable, strict=True):
+        subscribers = [
+            {"channel": str(s.channel), "handler": s.name, "running": s.running}
+            for s in broker.subscribers
+        ]
+        ok = answered and broker.started and all(s["running"] for s in subscribers)
+        ready = ready and ok
+        report_brokers.append(
+            {
+                "broker": redact(broker.transport.describe()),  # twice safe
+                "reachable": answered,
+                "started": broker.started,
+                "subscribers": subscribers,
+            }
+        )
+    return {"status": "ready" if ready else "unavailable", "brokers": report_brokers}
+
+
+async def _ping(broker: StreamBroker) -> bool:
     try:
-        reachable = await asyncio.wait_for(broker.ping(PING_TIMEOUT), PING_TIMEOUT + 0.5)
-    except TimeoutError:
-        reachable = False
-    subscribers = [
-        {"channel": str(s.channel), "handler": s.name, "running": s.running}
-        for s in broker.subscribers
-    ]
-    ok = reachable and broker.started and all(s["running"] for s in subscribers)
-    return {
-        "status": "ready" if ok else "unavailable",
-        "brokers": [{"broker": broker.transport.describe(), "reachable": reachable}],
-        "subscribers": subscribers,
-    }
+        return await asyncio.wait_for(broker.ping(PING_TIMEOUT), PING_TIMEOUT + 0.5)
+    except Exception:  # a broken ping means not ready, never a 500
+        return False

@@ -23,7 +23,7 @@ from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.core.subscriber import Subscriber
 from fastapi_stream.core.transport import Transport
 from fastapi_stream.core.url import transport_for
-from fastapi_stream.health import add_health_routes
+from fastapi_stream.health import add_health_routes, register_broker
 
 __all__ = ["StreamRouter"]
 
@@ -44,6 +44,11 @@ class StreamRouter(APIRouter):
     message handlers too. A ``lifespan`` given here runs inside the broker's lifetime and
     the state it yields reaches both HTTP routes (``request.state``) and message handlers
     (a ``State`` parameter).
+
+    ``health_url`` places the ``/live`` and ``/ready`` routes (``None`` turns them off;
+    a router without a broker of its own adds none). ``message_log_level`` logs a
+    received and a processed line per message at that level; by default only failures
+    are logged.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class StreamRouter(APIRouter):
         middlewares: Sequence[Middleware] = (),
         encoder: codec.Encoder = codec.encode,
         logger: logging.Logger | None = None,
+        message_log_level: int | None = None,
         health_url: str | None = "/health",
         lifespan: Lifespan | None = None,
         **router_options: Any,
@@ -82,15 +88,16 @@ class StreamRouter(APIRouter):
                 middlewares=middlewares,
                 encoder=encoder,
                 logger=logger,
+                message_log_level=message_log_level,
             )
         self._subscribers: list[Subscriber] = []
         # Registered before this router has a broker (a broker-less router).
         self._pending_subscribers: list[Subscriber] = []
         self._pending_publishers: list[Publisher] = []
         self._children: list[StreamRouter] = []
-        self.health_url = health_url
-        if health_url is not None:
-            add_health_routes(self, health_url)
+        self.health_url = health_url if self._owns_broker else None
+        if self.health_url is not None:
+            add_health_routes(self, self.health_url)
 
     @property
     def broker(self) -> StreamBroker:
@@ -246,6 +253,7 @@ class StreamRouter(APIRouter):
             return
         broker = self.broker
         broker.dependency_overrides_provider = app
+        register_broker(app, broker)
         async with self._user_state(app) as state:
             await broker.start()
             broker.logger.info(

@@ -262,7 +262,7 @@ def test_health_routes_follow_prefixes_and_report_the_broker(memory_url: str) ->
         assert client.get("/svc/health/live").status_code == 200
         ready = client.get("/svc/health/ready")
         assert ready.status_code == 200
-        assert ready.json()["subscribers"][0]["running"] is True
+        assert ready.json()["brokers"][0]["subscribers"][0]["running"] is True
         client.portal.call(router.broker.stop)  # type: ignore[union-attr]
         assert client.get("/svc/health/ready").status_code == 503
     assert "/svc/health/ready" not in app.openapi()["paths"]

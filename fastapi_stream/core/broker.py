@@ -21,6 +21,7 @@ from fastapi_stream.core.policy import DEFAULT_RETRY, AckPolicy, Retry
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.core.subscriber import Subscriber
 from fastapi_stream.core.transport import Transport
+from fastapi_stream.observability.logging import install_filter
 
 __all__ = ["StreamBroker"]
 
@@ -45,6 +46,7 @@ class StreamBroker:
         middlewares: Sequence[Middleware] = (),
         encoder: codec.Encoder = codec.encode,
         logger: logging.Logger | None = None,
+        message_log_level: int | None = None,
         request_timeout: float = 10.0,
     ) -> None:
         if graceful_timeout < 0:
@@ -57,6 +59,10 @@ class StreamBroker:
         self.middlewares = list(middlewares)
         self.encoder = encoder
         self.logger = logger or logging.getLogger("fastapi_stream")
+        install_filter(self.logger)  # records carry the message being handled
+        #: Log a received and a processed line per message at this level (``None``: only
+        #: failures are logged, at WARNING and above).
+        self.message_log_level = message_log_level
         self.request_timeout = request_timeout
         self.subscribers: list[Subscriber] = []
         self.publishers: list[Publisher] = []
@@ -122,8 +128,11 @@ class StreamBroker:
         try:
             for subscriber in self.subscribers:
                 await subscriber.start(self)
-                self.logger.debug(
-                    "subscriber %s listens on %s", subscriber.name, subscriber.channel
+                self.logger.info(
+                    "subscriber %s listens on %s%s",
+                    subscriber.name,
+                    subscriber.channel,
+                    f" (group {subscriber.group})" if subscriber.group else "",
                 )
         except BaseException:
             await self.stop()

@@ -36,6 +36,10 @@ class Middleware:
         """Wraps every publish: direct ones, handler results, replies and requests."""
         await call_next(message)
 
+    async def settled(self, message: StreamMessage, error: Exception | None) -> None:
+        """Called once the message was settled (``message.settlement``), with the
+        exception the pipeline raised, if any. Not called for cancelled handlers."""
+
 
 def chain_consume(middlewares: Sequence[Middleware], last: ConsumeNext) -> ConsumeNext:
     """Compose the consume hooks once, outermost first, ending in ``last``."""

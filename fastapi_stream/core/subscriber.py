@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from fastapi_stream.core.middleware import ConsumeNext, Middleware, chain_consum
 from fastapi_stream.core.policy import AckPolicy, Retry
 from fastapi_stream.core.publisher import Response
 from fastapi_stream.core.transport import Subscription, SubscriptionSpec
+from fastapi_stream.observability.logging import enter_message, leave_message
 
 if TYPE_CHECKING:
     from fastapi_stream.core.broker import StreamBroker
@@ -104,6 +106,8 @@ class Subscriber:
         self._slots: asyncio.Semaphore | None = None
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._stop_task: asyncio.Future[None] | None = None
+        self._observers: list[Middleware] = []
+        self._log_level: int | None = None
 
     def __repr__(self) -> str:
         return f"Subscriber({self.channel.template!r}, group={self.group!r})"
@@ -142,7 +146,10 @@ class Subscriber:
         self._policy = self.ack_policy or broker.ack_policy
         self._retry = self.retry or broker.retry
         self._dead_letter = self.dead_letter or broker.dead_letter
-        self._consume = chain_consume([*broker.middlewares, *self.middlewares], self._call_handler)
+        middlewares = [*broker.middlewares, *self.middlewares]
+        self._consume = chain_consume(middlewares, self._call_handler)
+        self._observers = [m for m in middlewares if type(m).settled is not Middleware.settled]
+        self._log_level = broker.message_log_level
         self._slots = asyncio.Semaphore(self.max_workers) if self.max_workers > 1 else None
         self._idle = asyncio.Event()  # made here: an asyncio primitive belongs to one loop
         self._idle.set()
@@ -239,6 +246,25 @@ class Subscriber:
 
     async def process(self, message: StreamMessage) -> None:
         """Run one message through the pipeline and settle it."""
+        token = enter_message(self.name, message)
+        try:
+            if self._log_level is None:
+                await self._process(message)
+                return
+            started = time.perf_counter()
+            self._log().log(self._log_level, "received message %s", message.message_id)
+            await self._process(message)
+            self._log().log(
+                self._log_level,
+                "message %s %s in %.1f ms",
+                message.message_id,
+                message.settlement.value if message.settlement else "left unsettled",
+                (time.perf_counter() - started) * 1000,
+            )
+        finally:
+            leave_message(token)
+
+    async def _process(self, message: StreamMessage) -> None:
         broker = self.broker
         assert broker is not None
         if self._policy is AckPolicy.ACK_FIRST:
@@ -259,6 +285,8 @@ class Subscriber:
             if message.settlement is None and self._policy is AckPolicy.ACK:
                 await message.ack()
         # Cancellation (the shutdown deadline) skips all of this: no settlement, no record.
+        for middleware in self._observers:
+            await middleware.settled(message, error)
         self._record(message, broker.testing)
         if error is not None and broker.raise_errors:
             raise error
@@ -270,6 +298,16 @@ class Subscriber:
         batch; if the handler fails, each message goes through the retry policy.
         Consume middlewares wrap single messages only, so they are not run for batches.
         """
+        if not messages:
+            return
+        first = messages[0]
+        token = enter_message(self.name, first)
+        try:
+            await self._process_batch(messages)
+        finally:
+            leave_message(token)
+
+    async def _process_batch(self, messages: Sequence[StreamMessage]) -> None:
         broker = self.broker
         assert broker is not None
         if self._policy is AckPolicy.ACK_FIRST:

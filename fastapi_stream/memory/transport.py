@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from fastapi_stream.core.errors import BrokerNotConnected
+from fastapi_stream.core.url import redact
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.transport import (
     Deliver,
@@ -49,7 +50,7 @@ class MemoryTransport(Transport):
         return cls(url)
 
     def describe(self) -> str:
-        return f"memory://{self.name}"
+        return redact(f"memory://{self.name}")
 
     def routing(self) -> Routing:
         return self.engine.routing

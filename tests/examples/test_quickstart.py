@@ -72,7 +72,8 @@ def test_health_routes(client: TestClient) -> None:
     assert live.json() == {"status": "ok"}
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert {s["handler"] for s in ready.json()["subscribers"]} == {"validate", "audit"}
+    (broker,) = ready.json()["brokers"]
+    assert {s["handler"] for s in broker["subscribers"]} == {"validate", "audit"}
 
 
 def test_readiness_is_503_while_the_broker_is_stopped() -> None:
