@@ -5,7 +5,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from fastapi_stream.core.errors import BrokerNotConnected
-from fastapi_stream.core.url import redact
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.transport import (
     Deliver,
@@ -14,6 +13,7 @@ from fastapi_stream.core.transport import (
     SubscriptionSpec,
     Transport,
 )
+from fastapi_stream.core.url import redact
 from fastapi_stream.memory.engine import Consumer, MemoryEngine
 
 __all__ = ["MemoryTransport", "engine_for"]
