@@ -27,6 +27,9 @@ __all__ = ["StreamBroker"]
 
 DEFAULT_GRACEFUL_TIMEOUT = 15.0
 
+# URL scheme -> messaging.system of the OpenTelemetry semantic conventions.
+_SYSTEMS = {"amqp": "rabbitmq", "amqps": "rabbitmq", "rediss": "redis", "mqtts": "mqtt"}
+
 
 class StreamBroker:
     """A connection to a message broker with the subscribers and publishers that use it.
@@ -90,6 +93,12 @@ class StreamBroker:
         return getattr(provider, "dependency_overrides", None) or {}
 
     @property
+    def system(self) -> str:
+        """The broker's kind as OpenTelemetry names it (``kafka``, ``rabbitmq``...)."""
+        scheme = self.transport.schemes[0] if self.transport.schemes else "unknown"
+        return _SYSTEMS.get(scheme, scheme)
+
+    @property
     def started(self) -> bool:
         return self._started
 
@@ -114,6 +123,8 @@ class StreamBroker:
     async def connect(self) -> None:
         """Open the transport's connection (idempotent)."""
         if not self._connected:
+            for middleware in self.middlewares:
+                middleware.setup(self)
             self._send = chain_publish(self.middlewares, self._transport_publish)
             await self.transport.connect()
             self._connected = True

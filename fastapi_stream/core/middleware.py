@@ -15,9 +15,12 @@ the next step of the chain, like a Starlette ``BaseHTTPMiddleware``::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+
+if TYPE_CHECKING:
+    from fastapi_stream.core.broker import StreamBroker
 
 __all__ = ["ConsumeNext", "Middleware", "PublishNext", "chain_consume", "chain_publish"]
 
@@ -28,8 +31,12 @@ PublishNext = Callable[[OutgoingMessage], Awaitable[None]]
 class Middleware:
     """Pass-through hooks around consuming and publishing."""
 
+    def setup(self, broker: StreamBroker) -> None:
+        """Called when ``broker`` connects, before any message flows through it."""
+
     async def consume(self, message: StreamMessage, call_next: ConsumeNext) -> Any:
-        """Wraps decoding, validation and the handler call; returns the handler's result."""
+        """Wraps decoding, validation, the handler call and the publishing of its result;
+        returns the handler's result."""
         return await call_next(message)
 
     async def publish(self, message: OutgoingMessage, call_next: PublishNext) -> None:

@@ -273,8 +273,7 @@ class Subscriber:
             message.path = self.channel.match(message.channel) or {}
         error: Exception | None = None
         try:
-            result = await self._consume(message)
-            await self._publish_result(message, result)
+            await self._consume(message)
         except PayloadError as exc:
             error = exc
             await self._reject_invalid(message, exc)
@@ -364,8 +363,12 @@ class Subscriber:
         self.endpoint.record_call(_decoded(message), testing=True)
 
     async def _call_handler(self, message: StreamMessage) -> Any:
+        """The end of the consume chain: the handler, then publishing what it returned
+        (inside the middlewares, so a trace or a timing covers both)."""
         ctx = self._context(message) if self.plan.needs_context else None
-        return await self.plan.run(message, ctx)
+        result = await self.plan.run(message, ctx)
+        await self._publish_result(message, result)
+        return result
 
     def _context(self, message: StreamMessage) -> CallContext:
         broker = self.broker

@@ -144,4 +144,4 @@ async def test_middlewares_wrap_consume_and_every_publish(memory_url: str) -> No
         await broker.publish(21, "in")
         await eventually(lambda: headers)
     assert headers == ["recorder"]
-    assert events[:4] == ["publish in", "consume in", "result 42", "publish out"]
+    assert events[:4] == ["publish in", "consume in", "publish out", "result 42"]

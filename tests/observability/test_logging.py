@@ -33,10 +33,10 @@ async def test_handler_and_framework_lines_carry_channel_subscriber_and_id(
     assert [r.getMessage() for r in lines][:2] == ["received message m-1", "placing in eu"]
     assert lines[-1].getMessage().startswith("message m-1 ack in ")
     assert {(r.channel, r.subscriber) for r in lines} == {  # type: ignore[attr-defined]
-        ("orders.eu", place.__qualname__)
+        ("orders.eu", place.func.__qualname__)
     }
     startup = [r.getMessage() for r in caplog.records if "listens on" in r.getMessage()]
-    assert startup == [f"subscriber {place.__qualname__} listens on orders.{{region}}"]
+    assert startup == [f"subscriber {place.func.__qualname__} listens on orders.{{region}}"]
 
 
 async def test_by_default_only_failures_are_logged(
