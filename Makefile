@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test test-fast lint format typecheck docs check clean brokers
+.PHONY: help install demo test lint format typecheck docs check clean brokers bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,11 @@ brokers: $(STAMP)  ## make sure the real brokers are up on loopback (starts Kafk
 test: $(STAMP)  ## run the whole suite (starts Kafka itself; real-broker tests fail if one is down under CI=true)
 	$(BIN)/python tests/brokers.py ensure kafka
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## throughput against the raw clients and FastStream (writes bench/results/latest.*)
+	$(BIN)/python -m pip install --quiet --group bench
+	$(BIN)/python tests/brokers.py ensure kafka redis rabbit nats
+	$(BIN)/python -m bench.run
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

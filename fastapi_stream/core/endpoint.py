@@ -13,10 +13,37 @@ if TYPE_CHECKING:
     from fastapi_stream.core.publisher import Publisher
     from fastapi_stream.core.subscriber import Subscriber
 
-__all__ = ["Endpoint"]
+__all__ = ["CallRecorder", "Endpoint"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class CallRecorder:
+    """A ``MagicMock`` fed lazily: calls wait as thunks and are replayed into the mock when
+    a test reads it, so a test broker spends nothing on decoding and mock bookkeeping
+    until someone looks (a ``MagicMock`` call costs more than the whole pipeline)."""
+
+    __slots__ = ("_mock", "_pending")
+
+    def __init__(self, name: str) -> None:
+        self._mock = MagicMock(name=name)
+        self._pending: list[Callable[[], Any]] = []
+
+    def record(self, thunk: Callable[[], Any]) -> None:
+        self._pending.append(thunk)
+
+    @property
+    def mock(self) -> MagicMock:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            for thunk in pending:
+                self._mock(thunk())
+        return self._mock
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self._mock.reset_mock()
 
 
 class Endpoint(Generic[P, R]):
@@ -32,7 +59,7 @@ class Endpoint(Generic[P, R]):
         self.func = func
         self.publishers: list[Publisher] = []
         self.subscribers: list[Subscriber] = []
-        self.mock = MagicMock(name=getattr(func, "__name__", "handler"))
+        self._recorder = CallRecorder(getattr(func, "__name__", "handler"))
         self._calls = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -42,11 +69,17 @@ class Endpoint(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Endpoint {getattr(self.func, '__qualname__', self.func)!r}>"
 
-    def record_call(self, decoded_body: Any = None, *, testing: bool = False) -> None:
-        """Called by the subscriber after each processed message."""
+    @property
+    def mock(self) -> MagicMock:
+        """Called with the decoded body of each message handled under a test broker."""
+        return self._recorder.mock
+
+    def record_call(self, decoded_body: Callable[[], Any] | None = None) -> None:
+        """Called by the subscriber after each processed message; under a test broker
+        with a thunk giving the decoded body for ``mock``."""
         self._calls += 1
-        if testing:
-            self.mock(decoded_body)
+        if decoded_body is not None:
+            self._recorder.record(decoded_body)
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for count, waiter in waiters:
@@ -60,7 +93,7 @@ class Endpoint(Generic[P, R]):
     def reset(self) -> None:
         """Forget recorded calls (done when a test broker exits)."""
         self._calls = 0
-        self.mock.reset_mock()
+        self._recorder.reset()
 
     @property
     def call_count(self) -> int:

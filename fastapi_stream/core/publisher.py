@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from unittest.mock import MagicMock
 
 from fastapi_stream.core import codec
-from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.endpoint import CallRecorder, Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -67,11 +67,19 @@ class Publisher:
         self.description = description
         self.include_in_schema = include_in_schema
         self.broker: StreamBroker | None = None
-        #: Records the body of every publish while a test broker is active.
-        self.mock = MagicMock(name=f"publisher:{channel}")
+        self._recorder = CallRecorder(f"publisher:{channel}")
 
     def __repr__(self) -> str:
         return f"Publisher({self.channel!r})"
+
+    @property
+    def mock(self) -> MagicMock:
+        """Called with the decoded body of each publish made under a test broker."""
+        return self._recorder.mock
+
+    def reset(self) -> None:
+        """Forget recorded publishes (done when a test broker exits)."""
+        self._recorder.reset()
 
     def __call__(self, func: Callable[P, R]) -> Endpoint[P, R]:
         endpoint = func if isinstance(func, Endpoint) else Endpoint(func)
@@ -102,5 +110,5 @@ class Publisher:
             options={**self.options, **options} if options else self.options,
         )
         if self.broker.testing:
-            self.mock(codec.decode(outgoing.body, outgoing.content_type))
+            self._recorder.record(lambda: codec.decode(outgoing.body, outgoing.content_type))
         await self.broker.send(outgoing)

@@ -351,16 +351,16 @@ class Subscriber:
             raise error
 
     def _record_batch(self, messages: Sequence[StreamMessage], testing: bool) -> None:
-        if not testing:
+        if testing:
+            self.endpoint.record_call(lambda: [_decoded(m) for m in messages])
+        else:
             self.endpoint.record_call()
-            return
-        self.endpoint.record_call([_decoded(m) for m in messages], testing=True)
 
     def _record(self, message: StreamMessage, testing: bool) -> None:
-        if not testing:
+        if testing:
+            self.endpoint.record_call(lambda: _decoded(message))
+        else:
             self.endpoint.record_call()
-            return
-        self.endpoint.record_call(_decoded(message), testing=True)
 
     async def _call_handler(self, message: StreamMessage) -> Any:
         """The end of the consume chain: the handler, then publishing what it returned

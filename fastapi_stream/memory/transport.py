@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from fastapi_stream.core.errors import BrokerNotConnected
+from fastapi_stream.core.errors import BrokerNotConnected, ConfigurationError
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.transport import (
     Deliver,
@@ -21,17 +21,39 @@ __all__ = ["MemoryTransport", "engine_for"]
 _engines: dict[str, MemoryEngine] = {}
 
 
-def engine_for(name: str) -> MemoryEngine:
+def engine_for(
+    name: str, *, max_queue: int = 10_000, publish_timeout: float = 10.0
+) -> MemoryEngine:
     """The process-wide engine called ``name``: routers given the same ``memory://name``
-    URL talk to each other."""
+    URL talk to each other. The settings apply when the engine is made."""
     engine = _engines.get(name)
     if engine is None:
-        engine = _engines[name] = MemoryEngine()
+        engine = MemoryEngine(max_queue=max_queue, publish_timeout=publish_timeout)
+        _engines[name] = engine
     return engine
 
 
+def _engine_from_url(name: str, query: str) -> MemoryEngine:
+    """``max_queue`` and ``publish_timeout`` come from the URL's query string."""
+    options = dict(parse_qsl(query))
+    unknown = set(options) - {"max_queue", "publish_timeout"}
+    if unknown:
+        raise ConfigurationError(
+            f"memory:// takes max_queue and publish_timeout, not {', '.join(sorted(unknown))}"
+        )
+    try:
+        return engine_for(
+            name,
+            max_queue=int(options.get("max_queue", 10_000)),
+            publish_timeout=float(options.get("publish_timeout", 10.0)),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"memory:// settings must be numbers: {exc}") from None
+
+
 class MemoryTransport(Transport):
-    """Connects a broker to a :class:`MemoryEngine` (``memory://`` or ``memory://name``)."""
+    """Connects a broker to a :class:`MemoryEngine`: ``memory://``, ``memory://name``, and
+    ``memory://name?max_queue=50000&publish_timeout=5`` to size a new engine's groups."""
 
     schemes = ("memory",)
 
@@ -40,8 +62,9 @@ class MemoryTransport(Transport):
             self.engine = url_or_engine
             self.name = "inline" if url_or_engine.inline else "private"
         else:
-            self.name = urlsplit(url_or_engine).netloc or "default"
-            self.engine = engine_for(self.name)
+            parts = urlsplit(url_or_engine)
+            self.name = parts.netloc or "default"
+            self.engine = _engine_from_url(self.name, parts.query)
         self._connected = False
         self._consumers: list[Consumer] = []
 

@@ -95,4 +95,4 @@ class TestStreamBroker:
         for subscriber in broker.subscribers:
             subscriber.endpoint.reset()
         for publisher in broker.publishers:
-            publisher.mock.reset_mock()
+            publisher.reset()

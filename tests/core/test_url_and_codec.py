@@ -72,3 +72,15 @@ def test_channel_patterns_match_one_segment_per_parameter() -> None:
     assert ChannelPattern.parse("plain").match("plain") == {}
     with pytest.raises(ValueError, match="twice"):
         ChannelPattern.parse("a.{x}.{x}")
+
+
+def test_memory_urls_size_their_engine() -> None:
+    from fastapi_stream import ConfigurationError
+    from fastapi_stream.memory import MemoryTransport
+
+    transport = MemoryTransport("memory://sized-engine?max_queue=5&publish_timeout=0.5")
+    assert (transport.engine.max_queue, transport.engine.publish_timeout) == (5, 0.5)
+    with pytest.raises(ConfigurationError, match="not colour"):
+        MemoryTransport("memory://x?colour=red")
+    with pytest.raises(ConfigurationError, match="numbers"):
+        MemoryTransport("memory://y?max_queue=lots")
