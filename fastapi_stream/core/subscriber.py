@@ -154,7 +154,13 @@ class Subscriber:
         self._idle = asyncio.Event()  # made here: an asyncio primitive belongs to one loop
         self._idle.set()
         spec = SubscriptionSpec(
-            channel=self.channel, group=self.group, prefetch=self.prefetch, options=self.options
+            channel=self.channel,
+            group=self.group,
+            prefetch=self.prefetch,
+            max_workers=self.max_workers,
+            batch=self.batch,
+            max_attempts=self._retry.max_attempts,
+            options=self.options,
         )
         self._subscription = await broker.transport.subscribe(spec, self.deliver)
 

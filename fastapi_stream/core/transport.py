@@ -34,6 +34,14 @@ class SubscriptionSpec:
     group: str | None = None
     #: How many delivered-but-unsettled messages the transport may hand out at once.
     prefetch: int = 100
+    #: How many messages the core handles at once (``max_workers``). Above 1, ``deliver``
+    #: returns once a message is handed to a worker, before it is processed.
+    max_workers: int = 1
+    #: The core hands each ``deliver`` call to the handler as one list (``batch=True``).
+    batch: bool = False
+    #: Deliveries a failing message gets before the core gives up on it, so brokers that
+    #: count deliveries themselves (JetStream max_deliver, quorum queues) can match it.
+    max_attempts: int | None = None
     #: Broker-specific options (exchange, partitions, stream...) read by that broker only.
     options: Mapping[str, Any] = field(default_factory=dict)
 

@@ -50,6 +50,15 @@ class Features:
     #: ``broker.request()`` gets the handler's reply. Without: it raises a ``StreamError``
     #: (possibly ``RequestTimeout``) and never waits past its timeout.
     request_reply: bool = True
+    #: A channel may hold ``{param}`` placeholders. Without (a Redis list or stream names
+    #: one key): subscribing to a pattern raises ``ConfigurationError``.
+    patterns: bool = True
+    #: Different groups each receive every message (``ConsumerGroups``). Without (a Redis
+    #: list, a work queue): all subscribers of a channel compete, whatever their group.
+    independent_groups: bool = True
+    #: A publish that no subscription receives raises ``PublishError`` (RabbitMQ's
+    #: mandatory publishes). Without: the message is dropped silently.
+    unroutable_raises: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +114,14 @@ class TransportUnderTest:
 
 MEMORY = TransportCase("memory", connect=lambda namespace: f"memory://{namespace}")
 
+from tests.nats.cases import NATS_CORE, NATS_JETSTREAM  # noqa: E402 - likewise
+from tests.rabbit.cases import RABBIT  # noqa: E402 - it builds on the classes above
+
 CASES = [
     pytest.param(MEMORY, id="memory", marks=pytest.mark.memory),
+    pytest.param(RABBIT, id="rabbit", marks=pytest.mark.rabbit),
+    pytest.param(NATS_JETSTREAM, id="nats", marks=pytest.mark.nats),
+    pytest.param(NATS_CORE, id="nats-core", marks=pytest.mark.nats),
 ]
 
 

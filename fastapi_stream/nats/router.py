@@ -1,0 +1,142 @@
+"""``NatsRouter``: a :class:`~fastapi_stream.StreamRouter` on NATS with typed NATS options."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.publisher import Publisher
+from fastapi_stream.nats.options import DeliverPolicy, JStream, KvWatch, PullSub
+from fastapi_stream.nats.transport import KeyValue, NatsTransport
+from fastapi_stream.router import StreamRouter
+
+__all__ = ["NatsRouter"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {key: value for key, value in options.items() if value is not None}
+
+
+class NatsRouter(StreamRouter):
+    """A ``StreamRouter`` connected to NATS.
+
+    ``servers`` is one URL or several (``"nats://a:4222,nats://b:4222"`` or a list);
+    credentials go in the URL (``nats://user:pass@host``, ``nats://token@host``) or in
+    ``user``/``password``, ``token``, ``nkeys_seed`` or ``user_credentials`` (a creds
+    file). ``stream`` makes JetStream the default: every subscriber without a stream of
+    its own consumes from it, and publishes to its subjects wait for JetStream's ack.
+
+    The client reconnects forever (``max_reconnect_attempts=-1``) every
+    ``reconnect_time_wait`` seconds and logs each disconnect; ``connect_timeout`` bounds
+    the first connection. Other keyword arguments are :class:`StreamRouter`'s
+    (``graceful_timeout``, ``retry``, ``dead_letter``, ``prefix``...).
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://localhost:4222",
+        *,
+        stream: str | JStream | None = None,
+        name: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        nkeys_seed: str | None = None,
+        user_credentials: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_hostname: str | None = None,
+        connect_timeout: float = 5.0,
+        publish_timeout: float = 5.0,
+        max_reconnect_attempts: int = -1,
+        reconnect_time_wait: float = 2.0,
+        **router_options: Any,
+    ) -> None:
+        self.transport = NatsTransport(
+            servers,
+            stream=stream,
+            connect_timeout=connect_timeout,
+            publish_timeout=publish_timeout,
+            max_reconnect_attempts=max_reconnect_attempts,
+            reconnect_time_wait=reconnect_time_wait,
+            **_given(
+                name=name,
+                user=user,
+                password=password,
+                token=token,
+                nkeys_seed=nkeys_seed,
+                user_credentials=user_credentials,
+                tls=tls,
+                tls_hostname=tls_hostname,
+            ),
+        )
+        super().__init__(self.transport, **router_options)
+
+    def subscriber(
+        self,
+        channel: str,
+        *,
+        queue: str | None = None,
+        stream: str | JStream | None = None,
+        durable: str | None = None,
+        pull: bool | PullSub = False,
+        deliver_policy: DeliverPolicy | None = None,
+        ack_wait: float | None = None,
+        max_deliver: int | None = None,
+        inactive_threshold: float | None = None,
+        kv_watch: str | KvWatch | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Endpoint[P, R]]:
+        """Consume the subject ``channel`` (``*`` and ``>`` wildcards, ``{param}`` path
+        parameters) into the decorated function.
+
+        ``queue`` is the NATS queue group (the same as ``group=``): subscribers in one
+        group share its messages. With ``stream`` (or the router's default stream) the
+        subscriber is a JetStream consumer: a push consumer, or a pull consumer with
+        ``pull=True``/``PullSub(...)``; ``durable`` names it so that it outlives the
+        app (a ``group`` makes one too), and ``ack_wait``, ``max_deliver``,
+        ``deliver_policy`` and ``inactive_threshold`` are its settings. ``kv_watch``
+        watches a key-value bucket instead: ``channel`` is then the key pattern. Other
+        keyword arguments are :meth:`StreamRouter.subscriber`'s (``retry``,
+        ``dead_letter``, ``max_workers``...).
+        """
+        if queue is not None:
+            if options.get("group") not in (None, queue):
+                raise ConfigurationError(f"subscriber {channel!r}: give queue= or group=, not both")
+            options["group"] = queue
+        nats_options = _given(
+            stream=stream,
+            durable=durable,
+            pull=pull or None,
+            deliver_policy=deliver_policy,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            inactive_threshold=inactive_threshold,
+            kv_watch=kv_watch,
+        )
+        return super().subscriber(channel, **options, **nats_options)
+
+    def publisher(
+        self,
+        channel: str,
+        *,
+        stream: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Publisher:
+        """A publisher to the subject ``channel``; with ``stream`` every publish goes
+        through JetStream and waits up to ``timeout`` seconds for its ack."""
+        return super().publisher(
+            channel, headers=headers, **options, **_given(stream=stream, timeout=timeout)
+        )
+
+    async def key_value(self, bucket: str, *, declare: bool = True) -> KeyValue:
+        """The nats-py handle of the key-value ``bucket`` (created when missing with
+        ``declare``); the router's broker must be connected."""
+        return await self.transport.key_value(bucket, declare=declare)

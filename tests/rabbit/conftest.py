@@ -1,0 +1,144 @@
+"""Helpers for the RabbitMQ tests: unique names, and one way to run a routing scenario
+on the real broker or on the test broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from fastapi_stream.rabbit import RabbitRouter
+from fastapi_stream.testing import TestStreamBroker
+
+URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+#: A routing test runs once on the test broker and once on the real RabbitMQ.
+MODES = [
+    pytest.param("test-broker", id="test-broker"),
+    pytest.param("real", id="real", marks=pytest.mark.rabbit),
+]
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def router(uid: str, **options: Any) -> RabbitRouter:
+    """A router whose connection `rabbitmqctl` can find by the test's ``uid``."""
+    return RabbitRouter(URL, connection_name=f"fastapi-stream test {uid}", **options)
+
+
+async def eventually(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"no {what} within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+async def publish_all(
+    mode: str,
+    rabbit: RabbitRouter,
+    publishes: Sequence[tuple[Any, str, dict[str, Any]]],
+    *,
+    expect: Callable[[], bool],
+) -> None:
+    """Start ``rabbit`` (for real, or in the test broker), publish, and wait until
+    ``expect()`` holds, then a little longer for deliveries that must not happen."""
+    if mode == "test-broker":
+        async with TestStreamBroker(rabbit) as broker:
+            for body, routing_key, options in publishes:
+                await broker.publish(body, routing_key, **options)
+        return
+    async with rabbit.broker as broker:
+        for body, routing_key, options in publishes:
+            await broker.publish(body, routing_key, **options)
+        await eventually(expect, "expected deliveries")
+        await asyncio.sleep(0.2)
+
+
+async def _run(*command: str, timeout: float = 15.0) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:2]} failed: {out.decode(errors='replace')}")
+    return out.decode(errors="replace")
+
+
+async def connections_named(name: str) -> list[str]:
+    """The server-side ids of the connections whose client-provided name ends in ``name``."""
+    listing = await _run("rabbitmqctl", "list_connections", "pid", "client_properties", "-q")
+    return [line.split("\t", 1)[0] for line in listing.splitlines() if f'{name}"' in line]
+
+
+async def close_connections_named(name: str) -> list[str]:
+    """Close, from the server side, the RabbitMQ connections whose client-provided name
+    ends in ``name``: only this test's own, never the others on the shared broker."""
+    pids = await connections_named(name)
+    for pid in pids:
+        await _run("rabbitmqctl", "close_connection", pid, "closed by a fastapi-stream test")
+    return pids
+
+
+class Proxy:
+    """A TCP proxy on loopback in front of RabbitMQ, to cut and restore connections."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
