@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, params
 
+from fastapi_stream.asyncapi.routes import add_asyncapi_routes
 from fastapi_stream.core import codec
 from fastapi_stream.core.broker import DEFAULT_GRACEFUL_TIMEOUT, StreamBroker
 from fastapi_stream.core.endpoint import Endpoint
@@ -48,7 +49,9 @@ class StreamRouter(APIRouter):
     ``health_url`` places the ``/live`` and ``/ready`` routes (``None`` turns them off;
     a router without a broker of its own adds none). ``message_log_level`` logs a
     received and a processed line per message at that level; by default only failures
-    are logged.
+    are logged. ``schema_url`` places the AsyncAPI page and its ``.json`` and ``.yaml``
+    documents (``None`` turns them off and leaves this router's broker out of the app's
+    document).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class StreamRouter(APIRouter):
         logger: logging.Logger | None = None,
         message_log_level: int | None = None,
         health_url: str | None = "/health",
+        schema_url: str | None = "/asyncapi",
         lifespan: Lifespan | None = None,
         **router_options: Any,
     ) -> None:
@@ -98,6 +102,9 @@ class StreamRouter(APIRouter):
         self.health_url = health_url if self._owns_broker else None
         if self.health_url is not None:
             add_health_routes(self, self.health_url)
+        self.schema_url = schema_url if self._owns_broker else None
+        if self.schema_url is not None:
+            add_asyncapi_routes(self, self.schema_url)
 
     @property
     def broker(self) -> StreamBroker:

@@ -380,6 +380,16 @@ class CallPlan:
         return self._body.json_schema_source
 
     @property
+    def header_fields(self) -> dict[str, tuple[TypeAdapter[Any], bool]]:
+        """The ``Header()`` parameters by the header each reads: what describes the value
+        and whether the header is required (for AsyncAPI documents)."""
+        return {
+            f.keys[0]: (f.adapter, f.default is _Undefined)
+            for f in self._fields
+            if f.source == "headers"
+        }
+
+    @property
     def has_dependencies(self) -> bool:
         return not self._simple
 
