@@ -116,12 +116,16 @@ MEMORY = TransportCase("memory", connect=lambda namespace: f"memory://{namespace
 
 from tests.nats.cases import NATS_CORE, NATS_JETSTREAM  # noqa: E402 - likewise
 from tests.rabbit.cases import RABBIT  # noqa: E402 - it builds on the classes above
+from tests.redis.cases import REDIS_CHANNEL, REDIS_LIST, REDIS_STREAM  # noqa: E402
 
 CASES = [
     pytest.param(MEMORY, id="memory", marks=pytest.mark.memory),
     pytest.param(RABBIT, id="rabbit", marks=pytest.mark.rabbit),
     pytest.param(NATS_JETSTREAM, id="nats", marks=pytest.mark.nats),
     pytest.param(NATS_CORE, id="nats-core", marks=pytest.mark.nats),
+    pytest.param(REDIS_STREAM, id="redis-stream", marks=pytest.mark.redis),
+    pytest.param(REDIS_LIST, id="redis-list", marks=pytest.mark.redis),
+    pytest.param(REDIS_CHANNEL, id="redis-channel", marks=pytest.mark.redis),
 ]
 
 
