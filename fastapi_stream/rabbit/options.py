@@ -8,6 +8,7 @@ The names are FastStream's (``RabbitQueue``, ``RabbitExchange``, ``ExchangeType`
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any, TypedDict
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.errors import ConfigurationError
 from fastapi_stream.core.transport import SubscriptionSpec
+
+_log = logging.getLogger("fastapi_stream.rabbit")
 
 __all__ = [
     "DIRECT_REPLY_TO",
@@ -168,7 +171,19 @@ def binding_for(
         if spec.group is not None:
             if queue is not None:
                 raise ConfigurationError(f"{where}: give either queue= or group=, not both")
-            name = f"{name}.{spec.group}"
+            if exchange is not None:
+                name = f"{name}.{spec.group}"
+            else:
+                # On the default exchange a message reaches the one queue of its name:
+                # a group there means what the queue already is, competing consumers.
+                _log.warning(
+                    "%s: on RabbitMQ's default exchange group=%r means the consumers of "
+                    "queue %r compete; for groups that each get every message, give the "
+                    "router an exchange",
+                    where,
+                    spec.group,
+                    name,
+                )
         queue = RabbitQueue(
             name,
             arguments=queue_arguments,
@@ -176,7 +191,7 @@ def binding_for(
         )
     key = options.get("routing_key") or queue.routing_key or channel.template
     routing_key = ChannelPattern.parse(key).with_wildcards("*") if "{" in key else key
-    if exchange is None and (routing_key != queue.name or spec.group is not None):
+    if exchange is None and routing_key != queue.name:
         raise ConfigurationError(
             f"{where}: RabbitMQ's default exchange routes by queue name only; a channel "
             "pattern, a routing_key or a group needs an exchange, e.g. "

@@ -67,15 +67,23 @@ def test_a_rabbit_queue_keeps_its_own_settings() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        spec("orders", group="billing"),
         spec("orders.{region}"),
         spec("orders", routing_key="other"),
         spec("orders", group="billing", queue="q", exchange=TOPIC),
     ],
-    ids=["group", "pattern", "routing-key", "queue-and-group"],
+    ids=["pattern", "routing-key", "queue-and-group"],
 )
 def test_what_the_default_exchange_cannot_do_is_a_configuration_error(
     bad: SubscriptionSpec,
 ) -> None:
     with pytest.raises(ConfigurationError):
         binding_for(bad)
+
+
+def test_a_group_on_the_default_exchange_competes_on_the_channel_queue(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    binding = binding_for(spec("orders", group="billing"))
+    assert binding.queue.name == "orders"
+    assert binding.exchange is None
+    assert "give the router an exchange" in caplog.text
