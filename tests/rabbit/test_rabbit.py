@@ -31,10 +31,10 @@ from fastapi_stream.rabbit import (
     RabbitTransport,
 )
 from fastapi_stream.testing import TestStreamBroker
+from tests.faults import Proxy
 
 from .conftest import (
     URL,
-    Proxy,
     close_connections_named,
     connections_named,
     eventually,
@@ -355,10 +355,10 @@ async def publish_with_retry(broker: Any, body: Any, routing_key: str) -> None:
 async def test_publish_during_an_outage_raises_in_time_then_recovers(
     uid: str, admin: aio_pika.abc.AbstractChannel
 ) -> None:
-    proxy = Proxy()
+    proxy = Proxy(("127.0.0.1", 5672))
     await proxy.start()
     transport = RabbitTransport(
-        proxy.url,
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
         reconnect_interval=0.2,
         publish_timeout=0.5,
         connection_name=f"fastapi-stream test {uid}",
