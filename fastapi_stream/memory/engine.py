@@ -17,8 +17,9 @@ import itertools
 from collections import deque
 from typing import Any
 
-from fastapi_stream.core.errors import PublishError, RequestTimeout, StreamError
+from fastapi_stream.core.errors import PublishError, StreamError
 from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
+from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import (
     DEFAULT_ROUTING,
     Deliver,
@@ -247,8 +248,7 @@ class MemoryEngine:
         # With the default routing, plain channel names are looked up, not scanned.
         self._by_channel: dict[str, list[_Group]] = {}
         self._scanned: list[_Group] = []
-        self._replies: dict[str, asyncio.Future[OutgoingMessage]] = {}
-        self._reply_ids = itertools.count(1)
+        self._replies: Replies[OutgoingMessage] = Replies("_reply")
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -290,10 +290,7 @@ class MemoryEngine:
     # -- publishing --------------------------------------------------------------------
 
     async def publish(self, message: OutgoingMessage) -> None:
-        waiter = self._replies.get(message.channel)
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(message)
+        if self._replies.resolve(message.channel, message):
             return
         for group in self._groups_for(message):
             if self.inline:
@@ -325,18 +322,7 @@ class MemoryEngine:
         )
 
     async def request(self, message: OutgoingMessage, timeout: float) -> OutgoingMessage:
-        inbox = f"_reply.{next(self._reply_ids)}.{message.message_id}"
-        waiter: asyncio.Future[OutgoingMessage] = asyncio.get_running_loop().create_future()
-        self._replies[inbox] = waiter
-        message.reply_to = inbox
-        try:
-            async with asyncio.timeout(timeout):
-                await self.publish(message)
-                return await waiter
-        except TimeoutError:
-            raise RequestTimeout(f"no reply from {message.channel!r} within {timeout}s") from None
-        finally:
-            del self._replies[inbox]
+        return await self._replies.request(message, timeout, self.publish)
 
     def stats(self) -> dict[str, Any]:
         """Queued and unacknowledged messages per group, for health output and tests."""

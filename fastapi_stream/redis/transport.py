@@ -38,10 +38,10 @@ from fastapi_stream.core.codec import JSON
 from fastapi_stream.core.errors import (
     BrokerNotConnected,
     PublishError,
-    RequestTimeout,
     TransportError,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.redis.options import KINDS, Kind, ListSub, PubSub, StreamSub
@@ -652,9 +652,7 @@ class RedisTransport(Transport):
         self._consumers: list[_Consumer] = []
         self._inbox: _ChannelConsumer | None = None
         self._inbox_lock = asyncio.Lock()
-        self._inbox_prefix = f"fastapi-stream.inbox.{uuid.uuid4().hex}"
-        self._waiting: dict[str, asyncio.Future[StreamMessage]] = {}
-        self._reply_ids = itertools.count(1)
+        self._requests: Replies[StreamMessage] = Replies(f"fastapi-stream.inbox.{uuid.uuid4().hex}")
         self._replies: OrderedDict[str, int] = OrderedDict()
 
     @classmethod
@@ -709,9 +707,7 @@ class RedisTransport(Transport):
             consumers.append(self._inbox)
             self._inbox = None
         await asyncio.gather(*(consumer.close() for consumer in consumers))
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(BrokerNotConnected(f"{self.describe()} was closed"))
+        self._requests.fail_all(BrokerNotConnected(f"{self.describe()} was closed"))
         await client.aclose()
 
     async def ping(self, timeout: float) -> bool:
@@ -778,29 +774,16 @@ class RedisTransport(Transport):
             raise BrokerNotConnected(f"{self.describe()} is not connected; start the broker first")
         async with self._inbox_lock:
             if self._inbox is None:
-                pattern = f"{self._inbox_prefix}.*"
+                pattern = f"{self._requests.prefix}.*"
                 spec = SubscriptionSpec(
                     ChannelPattern.parse(pattern), options={"pubsub": PubSub(pattern, True)}
                 )
                 self._inbox = await self._start(_ChannelConsumer(self, spec, self._on_replies))
-        inbox = f"{self._inbox_prefix}.{next(self._reply_ids)}"
-        waiter: asyncio.Future[StreamMessage] = asyncio.get_running_loop().create_future()
-        self._waiting[inbox] = waiter
-        message.reply_to = inbox
-        try:
-            async with asyncio.timeout(timeout):
-                await self.publish(message)
-                return await waiter
-        except TimeoutError:
-            raise RequestTimeout(f"no reply from {message.channel!r} within {timeout}s") from None
-        finally:
-            del self._waiting[inbox]
+        return await self._requests.request(message, timeout, self.publish)
 
     async def _on_replies(self, replies: Sequence[StreamMessage]) -> None:
         for reply in replies:
-            waiter = self._waiting.get(reply.channel)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(reply)
+            self._requests.resolve(reply.channel, reply)
 
     # -- consuming ---------------------------------------------------------------------
 
