@@ -213,6 +213,10 @@ class _Consumer(Subscription):
         self.tasks: list[asyncio.Task[None]] = []
         self.retries: list[tuple[float, int, Any]] = []  # (due, tiebreak, what) heap
         self._order = itertools.count()
+        # A sequential subscriber has handled the whole delivery when `deliver` returns:
+        # its acks go to Redis then, together. Concurrent workers ack one by one.
+        self.batched_acks = spec.max_workers == 1
+        self.acked: list[Any] = []
 
     async def start(self) -> None:
         async with asyncio.timeout(_SETUP_TIMEOUT):
@@ -233,6 +237,17 @@ class _Consumer(Subscription):
     async def release(self) -> None:
         return None
 
+    async def flush(self) -> None:
+        """Send the acks buffered while a delivery was handled (one round trip for all)."""
+        return None
+
+    async def _flush(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:
+            # Unacknowledged means redelivered: at-least-once holds, nothing is lost.
+            log.warning("redis %r: acks not sent, they will be redelivered: %s", self.name, exc)
+
     async def _run(self) -> None:
         while not self.stopped:
             self.fetching = True
@@ -250,6 +265,7 @@ class _Consumer(Subscription):
                     await self.deliver(messages)
                 except Exception:
                     log.exception("delivering from redis %r failed", self.name)
+                await self._flush()
 
     async def recover(self, exc: Exception) -> None:
         await self.backoff.failed(exc)
@@ -293,6 +309,7 @@ class _Consumer(Subscription):
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._flush()
         try:
             async with asyncio.timeout(_SETUP_TIMEOUT):
                 await self.release()
@@ -453,8 +470,20 @@ class _ListConsumer(_Consumer):
         return item
 
     async def ack(self, raw: Any) -> None:
-        if self.reliable:
+        if not self.reliable:
+            return
+        if self.batched_acks:
+            self.acked.append(raw)
+        else:
             await self.transport.settle(self.client.lrem(self.processing, 1, raw))
+
+    async def flush(self) -> None:
+        if self.acked:
+            acked, self.acked = self.acked, []
+            pipe = self.client.pipeline(transaction=False)
+            for raw in acked:
+                pipe.lrem(self.processing, 1, raw)
+            await self.transport.settle(pipe.execute())
 
     async def nack(self, raw: bytes, delay: float) -> None:
         if delay > 0:
@@ -583,7 +612,15 @@ class _StreamConsumer(_Consumer):
 
     async def ack(self, entry_id: bytes) -> None:
         self.unsettled.discard(entry_id)
-        await self.transport.settle(self.client.xack(self.name, self.group, entry_id))
+        if self.batched_acks:
+            self.acked.append(entry_id)
+        else:
+            await self.transport.settle(self.client.xack(self.name, self.group, entry_id))
+
+    async def flush(self) -> None:
+        if self.acked:
+            acked, self.acked = self.acked, []
+            await self.transport.settle(self.client.xack(self.name, self.group, *acked))
 
     async def nack(self, entry_id: bytes, delay: float) -> None:
         self.retry_later(delay, entry_id)  # it stays pending, claimed again when due
