@@ -81,6 +81,8 @@ class Subscriber:
             raise ConfigurationError(f"subscriber {channel!r}: max_workers must be >= 1")
         self.channel = ChannelPattern.parse(channel)
         self.endpoint = endpoint
+        #: The handler's qualified name, for logs, metrics and health output.
+        self.name: str = getattr(endpoint.func, "__qualname__", repr(endpoint.func))
         self.group = group
         self.ack_policy = ack_policy
         self.retry = retry
@@ -126,10 +128,6 @@ class Subscriber:
         if dependencies:
             self.dependencies[:0] = dependencies
             self.plan = self._plan()
-
-    @property
-    def name(self) -> str:
-        return getattr(self.endpoint.func, "__qualname__", repr(self.endpoint.func))
 
     @property
     def running(self) -> bool:
