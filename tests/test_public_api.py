@@ -9,7 +9,12 @@ import pytest
 
 import fastapi_stream
 
-MODULES = ["fastapi_stream", "fastapi_stream.testing", "fastapi_stream.memory"]
+MODULES = [
+    "fastapi_stream",
+    "fastapi_stream.testing",
+    "fastapi_stream.memory",
+    "fastapi_stream.kafka",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -114,6 +114,7 @@ class TransportUnderTest:
 
 MEMORY = TransportCase("memory", connect=lambda namespace: f"memory://{namespace}")
 
+from tests.kafka.cases import KAFKA  # noqa: E402 - likewise
 from tests.nats.cases import NATS_CORE, NATS_JETSTREAM  # noqa: E402 - likewise
 from tests.rabbit.cases import RABBIT  # noqa: E402 - it builds on the classes above
 from tests.redis.cases import REDIS_CHANNEL, REDIS_LIST, REDIS_STREAM  # noqa: E402
@@ -123,6 +124,7 @@ CASES = [
     pytest.param(RABBIT, id="rabbit", marks=pytest.mark.rabbit),
     pytest.param(NATS_JETSTREAM, id="nats", marks=pytest.mark.nats),
     pytest.param(NATS_CORE, id="nats-core", marks=pytest.mark.nats),
+    pytest.param(KAFKA, id="kafka", marks=pytest.mark.kafka),
     pytest.param(REDIS_STREAM, id="redis-stream", marks=pytest.mark.redis),
     pytest.param(REDIS_LIST, id="redis-list", marks=pytest.mark.redis),
     pytest.param(REDIS_CHANNEL, id="redis-channel", marks=pytest.mark.redis),

@@ -1,0 +1,173 @@
+"""``KafkaRouter``: a :class:`~fastapi_stream.StreamRouter` on Kafka with typed Kafka options."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.publisher import Publisher
+from fastapi_stream.kafka.options import (
+    AutoOffsetReset,
+    KafkaTopic,
+    Partition,
+    RebalanceListener,
+    Sasl,
+)
+from fastapi_stream.kafka.transport import KafkaTransport, collect_publishes
+from fastapi_stream.router import StreamRouter
+
+__all__ = ["KafkaRouter"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {key: value for key, value in options.items() if value is not None}
+
+
+class KafkaRouter(StreamRouter):
+    """A ``StreamRouter`` connected to Kafka.
+
+    ``bootstrap_servers`` is ``"host:9092"``, ``"host1:9092,host2:9092"`` or a list.
+    Connection options are declared here once: ``client_id``, ``sasl=Sasl(user,
+    password, mechanism)`` and ``tls`` (``True`` or an ``ssl.SSLContext``),
+    ``request_timeout_ms``; producer ``acks`` (``"all"``), ``compression_type``,
+    ``linger_ms`` and ``enable_idempotence``; consumer defaults ``session_timeout_ms``,
+    ``heartbeat_interval_ms``, ``max_poll_interval_ms`` and ``auto_offset_reset``. The
+    ``topics`` listed are created at startup when missing. Other keyword arguments are
+    :class:`StreamRouter`'s (``graceful_timeout``, ``retry``, ``dead_letter``,
+    ``prefix``...).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "localhost:9092",
+        *,
+        client_id: str = "fastapi-stream",
+        sasl: Sasl | None = None,
+        tls: bool | ssl.SSLContext = False,
+        request_timeout_ms: int = 40_000,
+        acks: Literal[0, 1, "all"] = "all",
+        compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None,
+        linger_ms: int = 0,
+        enable_idempotence: bool = False,
+        publish_timeout: float = 10.0,
+        topics: Sequence[KafkaTopic] = (),
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_poll_interval_ms: int = 300_000,
+        auto_offset_reset: AutoOffsetReset = "latest",
+        producer_options: Mapping[str, Any] | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
+        **router_options: Any,
+    ) -> None:
+        self.transport = KafkaTransport(
+            bootstrap_servers,
+            client_id=client_id,
+            sasl=sasl,
+            tls=tls,
+            request_timeout_ms=request_timeout_ms,
+            acks=acks,
+            compression_type=compression_type,
+            linger_ms=linger_ms,
+            enable_idempotence=enable_idempotence,
+            publish_timeout=publish_timeout,
+            topics=topics,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+            auto_offset_reset=auto_offset_reset,
+            producer_options=producer_options,
+            consumer_options=consumer_options,
+        )
+        super().__init__(self.transport, **router_options)
+
+    def subscriber(
+        self,
+        *topics: str,
+        group_id: str | None = None,
+        pattern: str | None = None,
+        partitions: Sequence[Partition] | None = None,
+        auto_offset_reset: AutoOffsetReset | None = None,
+        max_records: int | None = None,
+        batch_timeout_ms: int | None = None,
+        listener: RebalanceListener | None = None,
+        session_timeout_ms: int | None = None,
+        heartbeat_interval_ms: int | None = None,
+        max_poll_interval_ms: int | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Endpoint[P, R]]:
+        """Consume ``topics`` (one or several; ``{param}`` path parameters allowed in a
+        single one) or every topic matching ``pattern`` into the decorated function.
+
+        ``group_id`` (the same as ``group=``) makes the subscribers of every instance
+        share the partitions; without one every instance gets every message.
+        ``partitions`` consumes given partitions only, without rebalancing.
+        ``batch=True`` hands the handler up to ``max_records`` records at once, waiting
+        up to ``batch_timeout_ms`` for them. ``max_workers`` > 1 handles partitions and
+        keys concurrently, keeping each key's order. Other keyword arguments are
+        :meth:`StreamRouter.subscriber`'s (``retry``, ``dead_letter``, ``max_workers``...).
+        """
+        if group_id is not None:
+            if options.get("group") not in (None, group_id):
+                raise ConfigurationError("give group_id= or group=, not both")
+            options["group"] = group_id
+        if not topics and not pattern:
+            raise ConfigurationError("KafkaRouter.subscriber needs a topic or a pattern=")
+        if topics and pattern:
+            raise ConfigurationError("give topics or pattern=, not both")
+        if partitions and (pattern or len(topics) > 1):
+            raise ConfigurationError("partitions= works with a single topic")
+        channel = topics[0] if topics else str(pattern)
+        kafka_options = _given(
+            topics=list(topics[1:]) or None,
+            pattern=pattern,
+            partitions=list(partitions) if partitions else None,
+            auto_offset_reset=auto_offset_reset,
+            max_records=max_records,
+            batch_timeout_ms=batch_timeout_ms,
+            listener=listener,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+        )
+        return super().subscriber(channel, **options, **kafka_options)
+
+    def publisher(
+        self,
+        channel: str,
+        *,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Publisher:
+        """A publisher to the topic ``channel``; ``key``, ``partition`` and ``headers``
+        are defaults for every publish through it."""
+        return super().publisher(
+            channel, headers=headers, **options, **_given(key=key, partition=partition)
+        )
+
+    async def publish_batch(
+        self,
+        *messages: Any,
+        topic: str,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish ``messages`` to ``topic`` in one go: they are queued in order, travel in
+        the producer's batches, and this returns once the broker confirmed them all.
+
+        Each message goes through the publish middlewares (which see it queued, not
+        confirmed); raises ``PublishError`` if any of them failed.
+        """
+        broker = self.broker
+        options = _given(key=key, partition=partition)
+        async with collect_publishes():
+            for message in messages:
+                await broker.publish(message, topic, headers=headers, **options)

@@ -1,0 +1,570 @@
+"""``kafka://``: Apache Kafka and Kafka-protocol brokers through aiokafka.
+
+One producer per transport (acks=all by default), an admin client for declaring topics
+and answering pings, a consumer per subscription (:mod:`fastapi_stream.kafka.consumer`),
+and for requests a reply topic of the transport's own, read from its end without a group.
+aiokafka is imported by this module and by ``consumer.py``, nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from fastapi_stream.core.errors import (
+    BrokerNotConnected,
+    ConfigurationError,
+    PublishError,
+    RequestTimeout,
+    TransportError,
+)
+from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.transport import (
+    Deliver,
+    Routing,
+    Subscription,
+    SubscriptionSpec,
+    Transport,
+)
+from fastapi_stream.core.url import redact
+from fastapi_stream.kafka.consumer import (
+    CONTENT_TYPE,
+    CORRELATION_ID,
+    ERROR_BACKOFF,
+    FETCH_WAIT_MS,
+    MESSAGE_ID,
+    REPLY_TO,
+    KafkaSubscription,
+    incoming,
+    quietly,
+    reason,
+    subscription_pattern,
+    subscription_topics,
+)
+from fastapi_stream.kafka.options import AutoOffsetReset, KafkaTopic, Sasl
+
+__all__ = ["KafkaRouting", "KafkaTransport", "collect_publishes"]
+
+logger = logging.getLogger("fastapi_stream.kafka")
+
+_pending_publishes: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = (
+    contextvars.ContextVar("fastapi_stream_kafka_pending_publishes", default=None)
+)
+
+
+@contextlib.asynccontextmanager
+async def collect_publishes() -> AsyncIterator[None]:
+    """Publishes made inside the block return once the producer queued them, and the
+    block's end waits for the broker to confirm them all; raises ``PublishError`` if one
+    failed. Records queued together travel in the producer's batches, in order."""
+    pending: list[asyncio.Future[Any]] = []
+    token = _pending_publishes.set(pending)
+    try:
+        yield
+    finally:
+        _pending_publishes.reset(token)
+    if pending:
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise PublishError(
+                f"{len(failed)} of {len(pending)} batched publishes failed: {reason(failed[0])}"
+            ) from failed[0]
+
+
+class KafkaRouting(Routing):
+    """Kafka's rules for the test broker: a subscriber gets its topics (several, or those
+    matching a ``pattern``), and subscribers of one ``group_id`` on the same topics
+    compete for their messages."""
+
+    def group_key(self, spec: SubscriptionSpec) -> str | None:
+        if spec.group is None:
+            return None
+        pattern = subscription_pattern(spec)
+        what = pattern.pattern if pattern else ",".join(sorted(subscription_topics(spec)))
+        return f"{what}#{spec.group}"
+
+    def matches(self, spec: SubscriptionSpec, message: OutgoingMessage) -> bool:
+        pattern = subscription_pattern(spec)
+        if pattern is not None:
+            return pattern.match(message.channel) is not None
+        return message.channel in subscription_topics(spec)
+
+
+class _Replies:
+    """The reply topic of one transport, read from its end without a group; replies are
+    matched to waiting requests by correlation id."""
+
+    def __init__(self, topic: str, client: AIOKafkaConsumer) -> None:
+        self.topic = topic
+        self.client = client
+        self.waiting: dict[str, asyncio.Future[StreamMessage]] = {}
+        self.task = asyncio.create_task(self._read(), name=f"kafka replies {topic}")
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                batches = await self.client.getmany(timeout_ms=FETCH_WAIT_MS)
+            except ConsumerStoppedError:
+                return
+            except (KafkaError, OSError) as exc:
+                logger.warning("reading replies from %s failed: %s", self.topic, reason(exc))
+                await asyncio.sleep(ERROR_BACKOFF)
+                continue
+            for records in batches.values():
+                for record in records:
+                    reply: StreamMessage = incoming(record)
+                    waiter = self.waiting.pop(reply.correlation_id or "", None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(reply)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await quietly(self.client.stop())
+
+
+def _parse_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+#: Subscriber options that are aiokafka consumer settings.
+_SUBSCRIBER_SETTINGS = (
+    "auto_offset_reset",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "max_poll_interval_ms",
+    "isolation_level",
+)
+
+#: Query parameters a ``kafka://`` URL accepts, with the type of their value.
+_URL_OPTIONS: dict[str, type] = {
+    "client_id": str,
+    "tls": bool,
+    "sasl_mechanism": str,
+    "acks": str,
+    "compression_type": str,
+    "linger_ms": int,
+    "enable_idempotence": bool,
+    "request_timeout_ms": int,
+    "metadata_max_age_ms": int,
+    "session_timeout_ms": int,
+    "heartbeat_interval_ms": int,
+    "max_poll_interval_ms": int,
+    "auto_offset_reset": str,
+    "publish_timeout": float,
+    "connect_timeout": float,
+}
+
+
+class KafkaTransport(Transport):
+    """A connection to a Kafka cluster: ``KafkaTransport("host:9092,host2:9092")``.
+
+    Security: ``tls=True`` (or an ``ssl.SSLContext``) for TLS, ``sasl=Sasl(user,
+    password, mechanism)`` for SASL PLAIN or SCRAM. Producer settings: ``acks``
+    (``"all"`` by default: a publish returns once every in-sync replica has it),
+    ``compression_type``, ``linger_ms``, ``enable_idempotence`` (off by default: not every
+    Kafka-protocol broker supports it). Consumer defaults, overridable per subscriber:
+    ``session_timeout_ms``, ``heartbeat_interval_ms``, ``max_poll_interval_ms``,
+    ``auto_offset_reset``. ``topics`` are created when the transport connects.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("kafka",)
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "localhost:9092",
+        *,
+        client_id: str = "fastapi-stream",
+        sasl: Sasl | None = None,
+        tls: bool | ssl.SSLContext = False,
+        request_timeout_ms: int = 40_000,
+        metadata_max_age_ms: int = 300_000,
+        acks: Literal[0, 1, "all"] = "all",
+        compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None,
+        linger_ms: int = 0,
+        enable_idempotence: bool = False,
+        publish_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        topics: Sequence[KafkaTopic] = (),
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_poll_interval_ms: int = 300_000,
+        auto_offset_reset: AutoOffsetReset = "latest",
+        reply_topic_prefix: str = "fastapi-stream.replies",
+        producer_options: Mapping[str, Any] | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        servers = (
+            [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+            if isinstance(bootstrap_servers, str)
+            else list(bootstrap_servers)
+        )
+        if not servers:
+            raise ConfigurationError("KafkaTransport needs at least one bootstrap server")
+        if any("@" in server or "://" in server for server in servers):
+            raise ConfigurationError(
+                "bootstrap servers are host:port pairs; give credentials as sasl=Sasl(...) "
+                "(or use a kafka://user:password@host:9092 URL with StreamRouter)"
+            )
+        if auto_offset_reset not in ("latest", "earliest"):
+            raise ConfigurationError("auto_offset_reset must be 'latest' or 'earliest'")
+        self.servers = servers
+        self.client_id = client_id
+        self.publish_timeout = publish_timeout
+        self.connect_timeout = connect_timeout
+        self.topics = list(topics)
+        self.reply_topic_prefix = reply_topic_prefix
+        self._common: dict[str, Any] = {
+            "bootstrap_servers": servers,
+            "client_id": client_id,
+            "request_timeout_ms": request_timeout_ms,
+            "metadata_max_age_ms": metadata_max_age_ms,
+            **_security(sasl, tls, self.describe()),
+        }
+        self._producer_options: dict[str, Any] = {
+            "acks": acks,
+            "compression_type": compression_type,
+            "linger_ms": linger_ms,
+            "enable_idempotence": enable_idempotence,
+            **(producer_options or {}),
+        }
+        self._consumer_options: dict[str, Any] = {
+            "session_timeout_ms": session_timeout_ms,
+            # Kafka wants several heartbeats per session timeout.
+            "heartbeat_interval_ms": min(heartbeat_interval_ms, max(1, session_timeout_ms // 3)),
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "auto_offset_reset": auto_offset_reset,
+            **(consumer_options or {}),
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumers: list[KafkaSubscription] = []
+        self._replies: _Replies | None = None
+        self._leave_lock: asyncio.Lock | None = None
+        self._reply_setup: asyncio.Task[_Replies] | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> KafkaTransport:
+        """``kafka://[user:password@]host:9092[,host2:9092][?option=value&...]``.
+
+        Credentials in the URL mean SASL (``sasl_mechanism=`` picks SCRAM), ``tls=true``
+        turns TLS on, and the other query options are those of the constructor
+        (``client_id``, ``acks``, ``session_timeout_ms``...).
+        """
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        options: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            kind = _URL_OPTIONS.get(key)
+            if kind is None:
+                known = ", ".join(sorted(_URL_OPTIONS))
+                raise ConfigurationError(
+                    f"{redact(url)}: unknown option {key!r}; kafka:// URLs accept {known}"
+                )
+            try:
+                options[key] = _parse_bool(value) if kind is bool else kind(value)
+            except ValueError as exc:
+                raise ConfigurationError(f"{redact(url)}: bad value for {key!r}") from exc
+        if options.get("acks") in ("0", "1"):
+            options["acks"] = int(options["acks"])
+        mechanism = options.pop("sasl_mechanism", "PLAIN").upper()
+        if userinfo:
+            user, _, password = userinfo.partition(":")
+            options["sasl"] = Sasl(unquote(user), unquote(password), mechanism=mechanism)
+        if not hosts:
+            raise ConfigurationError(f"{redact(url)}: no broker address; use kafka://host:9092")
+        return cls(hosts, **options)
+
+    def describe(self) -> str:
+        return f"kafka://{','.join(self.servers)}"
+
+    def routing(self) -> Routing:
+        return KafkaRouting()
+
+    def asyncapi_bindings(
+        self, element: str, source: Any, asyncapi_version: str
+    ) -> Mapping[str, Any] | None:
+        """Kafka bindings for the AsyncAPI document: a channel's topic (with the partitions
+        and replicas of a declared topic) and a subscriber's group and client id."""
+        version = "0.5.0" if asyncapi_version.startswith("3.") else "0.4.0"
+        if element == "channel" and source is not None:
+            topic = str(source.channel)
+            options = getattr(source, "options", {})
+            if "{" in topic or options.get("pattern"):
+                return None
+            binding: dict[str, Any] = {"topic": topic, "bindingVersion": version}
+            declared = next((t for t in self.topics if t.name == topic), None)
+            if declared is not None:
+                binding["partitions"] = declared.partitions
+                if declared.replication is not None:
+                    binding["replicas"] = declared.replication
+            return {"kafka": binding}
+        if element == "operation" and source is not None and hasattr(source, "group"):
+            operation: dict[str, Any] = {
+                "clientId": {"type": "string", "enum": [self.client_id]},
+                "bindingVersion": version,
+            }
+            if source.group:
+                operation["groupId"] = {"type": "string", "enum": [source.group]}
+            return {"kafka": operation}
+        return None
+
+    # -- connection ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(**self._common, **self._producer_options)
+        admin = AIOKafkaAdminClient(**self._common)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await producer.start()
+                await admin.start()
+        except Exception as exc:
+            await quietly(producer.stop())
+            await quietly(admin.close())
+            raise TransportError(
+                f"cannot connect to Kafka at {self.describe()}: {reason(exc)}"
+            ) from exc
+        self._producer, self._admin = producer, admin
+        self._leave_lock = asyncio.Lock()
+        if self.topics:
+            await self.declare(self.topics)
+
+    async def declare(self, topics: Sequence[KafkaTopic]) -> None:
+        """Create the ``topics`` that do not exist yet."""
+        admin = self._require_admin()
+        new = [
+            NewTopic(
+                topic.name,
+                topic.partitions,
+                topic.replication if topic.replication is not None else 1,
+                topic_configs=dict(topic.config),
+            )
+            for topic in topics
+        ]
+        try:
+            response = await admin.create_topics(new)
+        except KafkaError as exc:
+            raise TransportError(f"could not create Kafka topics: {reason(exc)}") from exc
+        for error in getattr(response, "topic_errors", ()):
+            name, code = error[0], error[1]
+            if code not in (0, 36):  # 36: the topic already exists
+                message = error[2] if len(error) > 2 else ""
+                raise TransportError(f"could not create Kafka topic {name!r}: {code} {message}")
+
+    async def close(self) -> None:
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(consumer.close() for consumer in consumers))
+        if self._reply_setup is not None:
+            self._reply_setup.cancel()
+            await asyncio.gather(self._reply_setup, return_exceptions=True)
+            self._reply_setup = None
+        replies, self._replies = self._replies, None
+        if replies is not None:
+            for waiter in replies.waiting.values():
+                if not waiter.done():
+                    waiter.set_exception(BrokerNotConnected(f"{self.describe()} was closed"))
+            await replies.close()
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        if replies is not None and admin is not None:
+            await quietly(admin.delete_topics([replies.topic]))
+        if producer is not None:
+            await quietly(producer.stop())
+        if admin is not None:
+            await quietly(admin.close())
+
+    async def ping(self, timeout: float) -> bool:
+        admin = self._admin
+        if admin is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await admin.describe_topics([])
+        except Exception:
+            return False
+        return True
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BrokerNotConnected(f"{self.describe()} is not connected; start the broker first")
+        return self._producer
+
+    def _require_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            raise BrokerNotConnected(f"{self.describe()} is not connected; start the broker first")
+        return self._admin
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        producer = self._require_producer()
+        options = message.options
+        key = options.get("key")
+        if isinstance(key, str):
+            key = key.encode()
+        # None encodes to an empty body without content type: a tombstone (null value).
+        value = None if not message.body and message.content_type is None else message.body
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                sent = await producer.send(
+                    message.channel,
+                    value,
+                    key=key,
+                    partition=options.get("partition"),
+                    timestamp_ms=options.get("timestamp_ms"),
+                    headers=_record_headers(message),
+                )
+                pending = _pending_publishes.get()
+                if pending is not None:
+                    pending.append(sent)
+                    return
+                await sent
+        except TimeoutError as exc:
+            raise PublishError(
+                f"Kafka did not confirm a publish to {message.channel!r} within "
+                f"{self.publish_timeout}s"
+            ) from exc
+        except (KafkaError, OSError) as exc:
+            raise PublishError(f"publishing to {message.channel!r} failed: {reason(exc)}") from exc
+
+    # -- request / reply ----------------------------------------------------------------
+
+    async def request(self, message: OutgoingMessage, timeout: float) -> StreamMessage:
+        self._require_producer()
+        correlation_id = message.correlation_id or uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[StreamMessage] = loop.create_future()
+        replies: _Replies | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                replies = await self._reply_topic()
+                replies.waiting[correlation_id] = waiter
+                await self.publish(
+                    replace(message, reply_to=replies.topic, correlation_id=correlation_id)
+                )
+                return await waiter
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"no reply to a request on {message.channel!r} within {timeout}s"
+            ) from exc
+        finally:
+            if replies is not None:
+                replies.waiting.pop(correlation_id, None)
+
+    async def _reply_topic(self) -> _Replies:
+        """This transport's reply consumer, set up by the first request; a request that
+        times out during the setup leaves it running for the next one."""
+        if self._replies is not None:
+            return self._replies
+        if self._reply_setup is None or self._reply_setup.done():
+            self._reply_setup = asyncio.create_task(self._open_replies())
+        return await asyncio.shield(self._reply_setup)
+
+    async def _open_replies(self) -> _Replies:
+        topic = f"{self.reply_topic_prefix}.{uuid.uuid4().hex}"
+        try:
+            await self.declare([KafkaTopic(topic, partitions=1)])
+        except TransportError as exc:
+            logger.debug("reply topic %s left to auto-creation: %s", topic, exc)
+        client = AIOKafkaConsumer(
+            **self._common, group_id=None, auto_offset_reset="latest", enable_auto_commit=False
+        )
+        await client.start()
+        try:
+            client.subscribe([topic])
+            for _ in range(100):  # assigned by aiokafka itself, without a signal
+                if client.assignment():
+                    break
+                await asyncio.sleep(0.02)
+            for tp in client.assignment():
+                await client.position(tp)  # from here on, every reply is read
+        except BaseException:
+            await quietly(client.stop())
+            raise
+        self._replies = _Replies(topic, client)
+        return self._replies
+
+    # -- subscribing --------------------------------------------------------------------
+
+    async def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Subscription:
+        self._require_producer()
+        options = spec.options
+        settings = {
+            **self._common,
+            **self._consumer_options,
+            **{key: options[key] for key in _SUBSCRIBER_SETTINGS if key in options},
+            **options.get("consumer_options", {}),
+        }
+        subscription = await KafkaSubscription.open(
+            settings,
+            spec,
+            deliver,
+            known_topics=await self._known_topics(),
+            leave_lock=self._leave_lock or asyncio.Lock(),
+        )
+        self._consumers.append(subscription)
+        return subscription
+
+    async def _known_topics(self) -> set[str]:
+        """Topics that exist now: a topic created later is read from its beginning."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return set(await self._require_admin().list_topics())
+        except Exception as exc:
+            logger.debug("could not list topics: %s", reason(exc))
+            return set()
+
+
+def _record_headers(message: OutgoingMessage) -> list[tuple[str, bytes]]:
+    headers = [(key, value.encode()) for key, value in message.headers.items()]
+    if message.content_type:
+        headers.append((CONTENT_TYPE, message.content_type.encode()))
+    if message.message_id:
+        headers.append((MESSAGE_ID, message.message_id.encode()))
+    if message.correlation_id:
+        headers.append((CORRELATION_ID, message.correlation_id.encode()))
+    if message.reply_to:
+        headers.append((REPLY_TO, message.reply_to.encode()))
+    return headers
+
+
+def _security(sasl: Sasl | None, tls: bool | ssl.SSLContext, where: str) -> dict[str, Any]:
+    """aiokafka's security settings for SASL and TLS."""
+    context: ssl.SSLContext | None = None
+    if isinstance(tls, ssl.SSLContext):
+        context = tls
+    elif tls:
+        context = ssl.create_default_context()
+    if sasl is None:
+        return {"security_protocol": "SSL", "ssl_context": context} if context else {}
+    if sasl.mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigurationError(
+            f"unknown SASL mechanism {sasl.mechanism!r}; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        )
+    if context is None:
+        logger.warning(
+            "SASL credentials for %s travel without TLS; pass tls=True (kafka://...?tls=true)",
+            where,
+        )
+    return {
+        "security_protocol": "SASL_SSL" if context else "SASL_PLAINTEXT",
+        "ssl_context": context,
+        "sasl_mechanism": sasl.mechanism,
+        "sasl_plain_username": sasl.username,
+        "sasl_plain_password": sasl.password,
+    }
