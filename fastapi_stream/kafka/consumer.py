@@ -136,6 +136,21 @@ async def quietly(awaitable: Any) -> None:
         logger.debug("kafka housekeeping failed: %s", reason(exc))
 
 
+async def stop_client(client: Any) -> None:
+    """Stop an aiokafka producer or consumer within the housekeeping bound. One that
+    hangs (a broker gone, a group that cannot be left) has its connections closed anyway,
+    so no socket outlives the app."""
+    try:
+        async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
+            await client.stop()
+        return
+    except Exception as exc:
+        logger.debug("stopping a kafka client failed: %s", reason(exc))
+    connections = getattr(client, "_client", None) or getattr(client, "client", None)
+    if connections is not None:
+        await quietly(connections.close())
+
+
 class KafkaMessage(StreamMessage):
     """A record from Kafka; ``raw_message`` is aiokafka's ``ConsumerRecord``.
 
@@ -293,7 +308,7 @@ class KafkaSubscription(Subscription):
             subscription._consume()
             await subscription._wait_assigned()
         except BaseException:
-            await quietly(client.stop())
+            await stop_client(client)
             raise
         subscription.start()
         return subscription
@@ -718,13 +733,10 @@ class KafkaSubscription(Subscription):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            # One member leaves at a time: some Kafka-protocol brokers (tansu 0.6) lose
-            # track of a group whose members leave at the same moment.
-            async with self.leave_lock, asyncio.timeout(HOUSEKEEPING_TIMEOUT):
-                await self.client.stop()
-        except Exception as exc:
-            logger.debug("stopping the consumer of %s failed: %s", self.name, reason(exc))
+        # One member leaves at a time: some Kafka-protocol brokers (tansu 0.6) lose track
+        # of a group whose members leave at the same moment.
+        async with self.leave_lock:
+            await stop_client(self.client)
 
 
 def message_key(message: StreamMessage) -> bytes | None:

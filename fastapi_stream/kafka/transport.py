@@ -50,6 +50,7 @@ from fastapi_stream.kafka.consumer import (
     incoming,
     quietly,
     reason,
+    stop_client,
     subscription_pattern,
     subscription_topics,
 )
@@ -133,7 +134,7 @@ class _Replies:
     async def close(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
-        await quietly(self.client.stop())
+        await stop_client(self.client)
 
 
 def _parse_bool(value: str) -> bool:
@@ -334,7 +335,7 @@ class KafkaTransport(Transport):
                 await producer.start()
                 await admin.start()
         except Exception as exc:
-            await quietly(producer.stop())
+            await stop_client(producer)
             await quietly(admin.close())
             raise TransportError(
                 f"cannot connect to Kafka at {self.describe()}: {reason(exc)}"
@@ -384,7 +385,7 @@ class KafkaTransport(Transport):
         if replies is not None and admin is not None:
             await quietly(admin.delete_topics([replies.topic]))
         if producer is not None:
-            await quietly(producer.stop())
+            await stop_client(producer)
         if admin is not None:
             await quietly(admin.close())
 
@@ -494,7 +495,7 @@ class KafkaTransport(Transport):
             for tp in client.assignment():
                 await client.position(tp)  # from here on, every reply is read
         except BaseException:
-            await quietly(client.stop())
+            await stop_client(client)
             raise
         self._replies = _Replies(topic, client)
         return self._replies
