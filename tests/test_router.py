@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -19,16 +18,15 @@ from fastapi_stream import (
     StreamMessage,
     StreamRouter,
 )
+from tests import waiting
 
 
 class Item(BaseModel):
     name: str
 
 
-async def eventually(check: Any, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.005)
+# Handlers here answer within milliseconds: two seconds is generous.
+eventually = functools.partial(waiting.eventually, timeout=2.0)
 
 
 def test_the_broker_lives_as_long_as_the_app(memory_url: str) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import functools
 
 import pytest
 from pydantic import BaseModel
 
 from fastapi_stream import ConfigurationError, Logger, Retry, StreamMessage, StreamRouter
 from fastapi_stream.testing import TestStreamBroker
+from tests import waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -18,10 +19,8 @@ class Order(BaseModel):
     id: int
 
 
-async def eventually(check: Any, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.005)
+# Handlers here answer within milliseconds: two seconds is generous.
+eventually = functools.partial(waiting.eventually, timeout=2.0)
 
 
 async def test_a_batch_handler_gets_what_was_queued_as_one_list(memory_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi_stream import (
     StreamRouter,
 )
 from fastapi_stream.core.middleware import ConsumeNext, PublishNext
+from tests import waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +29,8 @@ class Secret(BaseModel):
     password: int
 
 
-async def eventually(check: Any, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.005)
+# Handlers here answer within milliseconds: two seconds is generous.
+eventually = functools.partial(waiting.eventually, timeout=2.0)
 
 
 def test_retry_delays_grow_and_are_capped() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from fastapi_stream.rabbit import RabbitRouter
 from fastapi_stream.testing import TestStreamBroker
+from tests.waiting import eventually
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -30,15 +31,6 @@ def uid() -> str:
 def router(uid: str, **options: Any) -> RabbitRouter:
     """A router whose connection `rabbitmqctl` can find by the test's ``uid``."""
     return RabbitRouter(URL, connection_name=f"fastapi-stream test {uid}", **options)
-
-
-async def eventually(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"no {what} within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 async def publish_all(

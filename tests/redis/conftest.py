@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from fastapi_stream.redis import RedisRouter
+from tests.waiting import eventually  # noqa: F401 - used by this folder's tests
 
 URL = "redis://127.0.0.1:6379/0"
 
@@ -42,15 +42,6 @@ def router(uid: str, **options: Any) -> RedisRouter:
     """A router whose connections ``CLIENT LIST`` shows under the test's own name."""
     options.setdefault("min_idle_time", 1.0)
     return RedisRouter(URL, client_name=f"fs-test-{uid}", **options)
-
-
-async def eventually(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"no {what} within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 async def client_ids(raw: aioredis.Redis, name: str) -> list[str]:
