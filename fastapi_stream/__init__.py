@@ -6,8 +6,7 @@ FastAPI's own dependency injection.
 """
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
-from typing import TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from starlette.datastructures import State
 
@@ -35,10 +34,23 @@ from fastapi_stream.router import StreamRouter
 #: Annotate a handler parameter with ``Logger`` to receive the broker's logger.
 Logger: TypeAlias = logging.Logger
 
-try:
-    __version__ = version("fastapi-stream")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+
+if TYPE_CHECKING:
+    __version__: str
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``__version__``, read from the installed metadata when asked for (importing
+        ``importlib.metadata`` costs more than a tenth of the package's own import time)."""
+        if name == "__version__":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                return version("fastapi-stream")
+            except PackageNotFoundError:  # pragma: no cover - running from a source tree
+                return "0.0.0"
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AckPolicy",

@@ -7,9 +7,10 @@ import asyncio
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
-from unittest.mock import MagicMock
 
 if TYPE_CHECKING:
+    from unittest.mock import MagicMock
+
     from fastapi_stream.core.publisher import Publisher
     from fastapi_stream.core.subscriber import Subscriber
 
@@ -24,10 +25,11 @@ class CallRecorder:
     a test reads it, so a test broker spends nothing on decoding and mock bookkeeping
     until someone looks (a ``MagicMock`` call costs more than the whole pipeline)."""
 
-    __slots__ = ("_mock", "_pending")
+    __slots__ = ("_mock", "_name", "_pending")
 
     def __init__(self, name: str) -> None:
-        self._mock = MagicMock(name=name)
+        self._name = name
+        self._mock: MagicMock | None = None  # made when first read: unittest is slow to import
         self._pending: list[Callable[[], Any]] = []
 
     def record(self, thunk: Callable[[], Any]) -> None:
@@ -35,6 +37,10 @@ class CallRecorder:
 
     @property
     def mock(self) -> MagicMock:
+        if self._mock is None:
+            from unittest.mock import MagicMock
+
+            self._mock = MagicMock(name=self._name)
         if self._pending:
             pending, self._pending = self._pending, []
             for thunk in pending:
@@ -43,7 +49,8 @@ class CallRecorder:
 
     def reset(self) -> None:
         self._pending.clear()
-        self._mock.reset_mock()
+        if self._mock is not None:
+            self._mock.reset_mock()
 
 
 class Endpoint(Generic[P, R]):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from unittest.mock import MagicMock
 
 from fastapi_stream.core import codec
 from fastapi_stream.core.endpoint import CallRecorder, Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from unittest.mock import MagicMock
+
     from fastapi_stream.core.broker import StreamBroker
 
 __all__ = ["Publisher", "Response"]

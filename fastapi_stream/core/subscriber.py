@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import params
 
-from fastapi_stream.core import codec
+from fastapi_stream.core import codec, outbox
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError, PayloadError
@@ -399,20 +399,22 @@ class Subscriber:
             headers, options = result.headers, result.options
             correlation_id = result.correlation_id or correlation_id
             result = result.body
-        for publisher in publishers:
-            await publisher.publish(
-                result, headers=headers, correlation_id=correlation_id, **options
-            )
-        if reply_to:
-            broker = self.broker
-            assert broker is not None
-            await broker.publish(
-                result,
-                reply_to,
-                headers=headers,
-                correlation_id=correlation_id,
-                **options,
-            )
+        # A transport may send results together at the end of the delivery (core/outbox.py).
+        with outbox.publishing_result():
+            for publisher in publishers:
+                await publisher.publish(
+                    result, headers=headers, correlation_id=correlation_id, **options
+                )
+            if reply_to:
+                broker = self.broker
+                assert broker is not None
+                await broker.publish(
+                    result,
+                    reply_to,
+                    headers=headers,
+                    correlation_id=correlation_id,
+                    **options,
+                )
 
     # -- failures ----------------------------------------------------------------------
 

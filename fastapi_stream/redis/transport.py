@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from fastapi_stream.core import outbox
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.codec import JSON
 from fastapi_stream.core.errors import (
@@ -58,6 +59,8 @@ _META_KEYS = ("message_id", "correlation_id", "reply_to", "content_type")
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.1, 5.0
 _SETUP_TIMEOUT = 5.0
 _FETCH_TIMEOUT = 30.0  # a fetch blocks for at most a second: a dead connection hangs longer
+#: When a delivery's results could not be published, its messages are handled again after:
+_RESULTS_RETRY_DELAY = 1.0
 _REMEMBERED_REPLIES = 10_000
 
 # Reliable lists: take up to ARGV[1] items into the processing list, oldest first.
@@ -261,11 +264,43 @@ class _Consumer(Subscription):
             finally:
                 self.fetching = False
             if messages and not self.stopped:
-                try:
-                    await self.deliver(messages)
-                except Exception:
-                    log.exception("delivering from redis %r failed", self.name)
-                await self._flush()
+                await self._handle(messages)
+
+    async def _handle(self, messages: Sequence[StreamMessage]) -> None:
+        """Deliver ``messages``, then send the results the handlers returned (together, see
+        core/outbox.py) and after them the acks."""
+        if not self.batched_acks:
+            await self._deliver(messages)
+            await self._flush()
+            return
+        with outbox.collecting(self.transport) as results:
+            await self._deliver(messages)
+        if results:
+            try:
+                await self.transport.send_results(results)
+            except PublishError as exc:
+                acked, self.acked = self.acked, []
+                log.warning(
+                    "redis %r: %s; the %d message(s) they answer are handled again in %.0fs",
+                    self.name,
+                    exc,
+                    len(acked),
+                    _RESULTS_RETRY_DELAY,
+                )
+                self.unack(acked)
+                return
+        await self._flush()
+
+    async def _deliver(self, messages: Sequence[StreamMessage]) -> None:
+        try:
+            await self.deliver(messages)
+        except Exception:
+            log.exception("delivering from redis %r failed", self.name)
+
+    def unack(self, refs: Sequence[Any]) -> None:
+        """Take back acks that were not sent: handle those messages again later."""
+        for ref in refs:
+            self.retry_later(_RESULTS_RETRY_DELAY, ref)
 
     async def recover(self, exc: Exception) -> None:
         await self.backoff.failed(exc)
@@ -625,6 +660,10 @@ class _StreamConsumer(_Consumer):
     async def nack(self, entry_id: bytes, delay: float) -> None:
         self.retry_later(delay, entry_id)  # it stays pending, claimed again when due
 
+    def unack(self, refs: Sequence[Any]) -> None:
+        self.unsettled.update(refs)  # pending still: kept fresh until claimed again
+        super().unack(refs)
+
     async def keepalive(self) -> None:
         """Reset the idle time of this consumer's unsettled entries (still in work, or
         waiting for a retry), so no other consumer claims them."""
@@ -653,6 +692,18 @@ class _StreamConsumer(_Consumer):
 # -- the transport -----------------------------------------------------------------------
 
 _C = TypeVar("_C", bound=_Consumer)
+
+
+def _command(client: Any, kind: Kind, message: OutgoingMessage) -> Any:
+    """Queue (on a pipeline) or send (on a client) the command publishing ``message``."""
+    if kind == "stream":
+        maxlen = message.options.get("maxlen")
+        return client.xadd(
+            message.channel, stream_fields(message), maxlen=maxlen, approximate=False
+        )
+    if kind == "list":
+        return client.rpush(message.channel, encode_value(message))
+    return client.publish(message.channel, encode_value(message))
 
 
 class RedisTransport(Transport):
@@ -775,19 +826,12 @@ class RedisTransport(Transport):
         return self._routing.publish_kind(message)
 
     async def publish(self, message: OutgoingMessage) -> None:
-        client = self.client
         kind = self._publish_kind(message)
+        if outbox.defer(self, (kind, message)):
+            return
         try:
             async with asyncio.timeout(self.publish_timeout):
-                if kind == "stream":
-                    maxlen = message.options.get("maxlen")
-                    await client.xadd(
-                        message.channel, stream_fields(message), maxlen=maxlen, approximate=False
-                    )
-                elif kind == "list":
-                    await client.rpush(message.channel, encode_value(message))
-                else:
-                    await client.publish(message.channel, encode_value(message))
+                await _command(self.client, kind, message)
         except TimeoutError:
             raise PublishError(
                 f"Redis at {self.describe()} did not confirm the publish to {kind} "
@@ -796,6 +840,24 @@ class RedisTransport(Transport):
         except (RedisError, OSError) as exc:
             raise PublishError(
                 f"publish to Redis {kind} {message.channel!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def send_results(self, results: Sequence[tuple[Kind, OutgoingMessage]]) -> None:
+        """Publish a delivery's deferred results in one pipeline (one round trip)."""
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for kind, message in results:
+                        _command(pipe, kind, message)
+                    await pipe.execute()
+        except TimeoutError:
+            raise PublishError(
+                f"Redis at {self.describe()} did not confirm {len(results)} result publish(es) "
+                f"within {self.publish_timeout}s"
+            ) from None
+        except (RedisError, OSError) as exc:
+            raise PublishError(
+                f"publishing {len(results)} result(s) to Redis failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     async def settle(self, command: Awaitable[Any]) -> None:

@@ -27,7 +27,7 @@ from fastapi_stream import (
 )
 from fastapi_stream.redis import PubSub, RedisTransport, StreamSub
 from fastapi_stream.redis.options import Kind
-from fastapi_stream.redis.transport import ENVELOPE_PREFIX
+from fastapi_stream.redis.transport import ENVELOPE_PREFIX, decode_value
 from fastapi_stream.testing import TestStreamBroker
 
 from .conftest import URL, client_ids, eventually, router
@@ -247,6 +247,108 @@ async def test_list_consumers_compete_and_a_nack_comes_back_first(uid: str) -> N
 
     assert seen[0] == "a"
     assert sorted(seen) == ["a", "a", "b", "c"]
+
+
+# -- results: published together per delivery, before the acks ------------------------
+
+
+@pytest.mark.parametrize("kind", ["stream", "list"])
+async def test_results_go_out_in_order_and_every_message_is_acked(
+    uid: str, raw: aioredis.Redis, kind: str
+) -> None:
+    source, results = f"test.{uid}.in", f"test.{uid}.out"
+    app = router(uid)
+
+    # Read from the start, so the messages published before it starts are one delivery.
+    where = {"stream": StreamSub(source, last_id="0")} if kind == "stream" else {"list": source}
+
+    @app.subscriber(**where)  # type: ignore[arg-type]
+    @app.publisher(list=results)
+    async def double(n: int) -> int:
+        return n * 2
+
+    async with app.broker as broker:
+        await broker.stop()
+        for n in range(50):
+            await broker.publish(n, source, **{kind: True})
+        await broker.start()
+        await eventually(lambda: double.call_count == 50, "50 handled messages")
+        await eventually(lambda: _filled(raw, results, 50), "50 results")
+        await eventually(lambda: _settled(raw, kind, source), "every message acked")
+
+    assert [int(v) for v in await _bodies(raw, results)] == [n * 2 for n in range(50)]
+
+
+async def test_a_handlers_own_publish_goes_out_before_it_returns(
+    uid: str, raw: aioredis.Redis
+) -> None:
+    source, side = f"test.{uid}.in", f"test.{uid}.side"
+    app = router(uid)
+    seen_by_redis: list[int] = []
+
+    @app.subscriber(list=source)
+    @app.publisher(list=f"test.{uid}.out")
+    async def handle(n: int) -> int:
+        await app.broker.publish(n, side, list=True)
+        seen_by_redis.append(await raw.llen(side))  # already there: not deferred
+        return n
+
+    async with app.broker as broker:
+        for n in range(3):
+            await broker.publish(n, source, list=True)
+        await eventually(lambda: len(seen_by_redis) == 3, "three handled messages")
+
+    assert seen_by_redis == [1, 2, 3]
+
+
+async def test_results_that_cannot_be_published_are_handled_again(
+    uid: str, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, results = f"test.{uid}.in", f"test.{uid}.out"
+    app = router(uid)
+    transport = app.broker.transport
+    assert isinstance(transport, RedisTransport)
+    send_results = transport.send_results
+    failures = [PublishError("Redis went away")]
+
+    async def flaky(items: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await send_results(items)
+
+    monkeypatch.setattr(transport, "send_results", flaky)
+
+    @app.subscriber(stream=source)
+    @app.publisher(list=results)
+    async def echo(text: str) -> str:
+        return text
+
+    async with app.broker as broker:
+        await broker.publish("hello", source, stream=True)
+        await eventually(lambda: _filled(raw, results, 1), "the result, on the second try")
+        await eventually(lambda: _settled(raw, "stream", source), "the source entry acked")
+
+    assert echo.call_count == 2
+    assert await _bodies(raw, results) == [b"hello"]
+    assert "handled again" in caplog.text
+
+
+async def _filled(raw: aioredis.Redis, key: str, n: int) -> bool:
+    return bool(await raw.llen(key) >= n)
+
+
+async def _bodies(raw: aioredis.Redis, key: str) -> list[bytes]:
+    """The bodies of the list ``key``'s items (fastapi_stream's envelope unwrapped)."""
+    return [decode_value(value)[0] for value in await raw.lrange(key, 0, -1)]
+
+
+async def _settled(raw: aioredis.Redis, kind: str, source: str) -> bool:
+    """Whether every message read from ``source`` was acked."""
+    if kind == "stream":
+        groups = await raw.xinfo_groups(source)
+        return all(group["pending"] == 0 for group in groups)
+    processing = [key async for key in raw.scan_iter(match=f"{source}:processing:*")]
+    return all([await raw.llen(key) == 0 for key in processing])
 
 
 # -- pub/sub patterns: the test broker routes exactly like Redis -----------------------

@@ -1,0 +1,70 @@
+"""Result publishes sent together: one round trip per delivery instead of one per message.
+
+A subscriber publishes what a handler returns (to its ``@publisher`` channels and to
+``reply_to``) before it acks the message it answers. A transport that settles a delivery's
+messages together once the delivery is handled (Redis acks a whole fetch with one command)
+can send those publishes together too, just before the acks:
+
+* around ``deliver(messages)`` it opens an outbox with :func:`collecting`;
+* the subscriber marks each result publish with :func:`publishing_result`;
+* the transport's ``publish`` hands such a publish to :func:`defer`, which keeps it in the
+  outbox and returns ``True`` when the open outbox is this transport's own (``False``:
+  publish now; a result published through another broker goes out at once);
+* after ``deliver`` returns, the transport sends the outbox and only then the acks. If the
+  outbox cannot be sent it sends no acks either, so every message of the delivery is
+  delivered again: at-least-once holds, results may be published twice, never lost.
+
+Only results wait: a publish the handler awaits itself goes out before the ``await``
+returns, since the handler may depend on it (wait for a reply, tell an HTTP client).
+An outbox opens only where the core handles the delivery inline (``max_workers=1``);
+with concurrent workers ``deliver`` returns before the handlers finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["collecting", "defer", "publishing_result"]
+
+#: The open outbox: the transport that opened it, and its deferred publishes.
+_outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
+    "fastapi_stream_outbox", default=None
+)
+_result: ContextVar[bool] = ContextVar("fastapi_stream_result", default=False)
+
+
+@contextmanager
+def collecting(owner: object) -> Iterator[list[Any]]:
+    """Open ``owner``'s outbox (``owner`` is the transport) for the delivery handled inside
+    the block; yields its list of deferred publishes, in the order they were made."""
+    outbox: list[Any] = []
+    token = _outbox.set((owner, outbox))
+    try:
+        yield outbox
+    finally:
+        _outbox.reset(token)
+
+
+@contextmanager
+def publishing_result() -> Iterator[None]:
+    """Mark the publishes made inside the block as a handler's result."""
+    token = _result.set(True)
+    try:
+        yield
+    finally:
+        _result.reset(token)
+
+
+def defer(owner: object, item: Any) -> bool:
+    """Keep ``item`` (whatever ``owner`` needs to send it later) in the open outbox if this
+    is a result publish inside a delivery whose outbox ``owner`` opened."""
+    if not _result.get():
+        return False
+    found = _outbox.get()
+    if found is None or found[0] is not owner:
+        return False
+    found[1].append(item)
+    return True
