@@ -6,7 +6,7 @@ messages together once the delivery is handled (Redis acks a whole fetch with on
 can send those publishes together too, just before the acks:
 
 * around ``deliver(messages)`` it opens an outbox with :func:`collecting`;
-* the subscriber marks each result publish with :func:`publishing_result`;
+* the subscriber marks result publishes with :func:`begin_result` / :func:`end_result`;
 * the transport's ``publish`` hands such a publish to :func:`defer`, which keeps it in the
   outbox and returns ``True`` when the open outbox is this transport's own (``False``:
   publish now; a result published through another broker goes out at once);
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["collecting", "defer", "publishing_result"]
+__all__ = ["begin_result", "collecting", "defer", "end_result"]
 
 #: The open outbox: the transport that opened it, and its deferred publishes.
 _outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
@@ -48,14 +48,14 @@ def collecting(owner: object) -> Iterator[list[Any]]:
         _outbox.reset(token)
 
 
-@contextmanager
-def publishing_result() -> Iterator[None]:
-    """Mark the publishes made inside the block as a handler's result."""
-    token = _result.set(True)
-    try:
-        yield
-    finally:
-        _result.reset(token)
+def begin_result() -> Token[bool]:
+    """Mark the publishes made from now on as a handler's result; hand the token to
+    :func:`end_result` (a plain call pair: this runs for every message)."""
+    return _result.set(True)
+
+
+def end_result(token: Token[bool]) -> None:
+    _result.reset(token)
 
 
 def defer(owner: object, item: Any) -> bool:

@@ -400,7 +400,8 @@ class Subscriber:
             correlation_id = result.correlation_id or correlation_id
             result = result.body
         # A transport may send results together at the end of the delivery (core/outbox.py).
-        with outbox.publishing_result():
+        token = outbox.begin_result()
+        try:
             for publisher in publishers:
                 await publisher.publish(
                     result, headers=headers, correlation_id=correlation_id, **options
@@ -415,6 +416,8 @@ class Subscriber:
                     correlation_id=correlation_id,
                     **options,
                 )
+        finally:
+            outbox.end_result(token)
 
     # -- failures ----------------------------------------------------------------------
 

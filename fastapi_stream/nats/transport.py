@@ -138,6 +138,12 @@ def _split_headers(
     return headers, envelope
 
 
+def _is_status(msg: Msg) -> bool:
+    """A JetStream heartbeat or flow-control message: no data, a ``Status`` header."""
+    headers = msg.headers
+    return headers is not None and "Status" in headers and not msg.data
+
+
 def _plain_message(msg: Msg, *, reply_to: str | None = None) -> StreamMessage:
     """A core NATS message (or a reply): nothing to settle."""
     headers, envelope = _split_headers(msg.headers)
@@ -251,10 +257,15 @@ class _Consumer(Subscription):
                 logger.warning("%r is too slow: %d message(s) dropped", self, self.dropped)
 
     async def _next(self) -> Sequence[StreamMessage]:
-        msg = await self.queue.get()
-        if msg.headers and "Status" in msg.headers and not msg.data:
-            return ()  # a heartbeat or flow-control message
-        return (self._message(msg),)
+        """What arrived: the next message, with the others already buffered behind it (up
+        to the prefetch) in the same ``deliver``. What a stop leaves undelivered in it is
+        unsettled, so JetStream gets it back at release, like the rest of the buffer."""
+        queue = self.queue
+        msgs = [await queue.get()]
+        room = self.spec.prefetch
+        while len(msgs) < room and not queue.empty():
+            msgs.append(queue.get_nowait())
+        return [self._message(msg) for msg in msgs if not _is_status(msg)]
 
     def _message(self, msg: Msg) -> StreamMessage:
         return _plain_message(msg, reply_to=msg.reply or None)
