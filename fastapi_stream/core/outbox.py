@@ -14,6 +14,10 @@ can send those publishes together too, just before the acks:
   outbox cannot be sent it sends no acks either, so every message of the delivery is
   delivered again: at-least-once holds, results may be published twice, never lost.
 
+A transport whose publishes are asynchronous already (Kafka's producer returns a future)
+can instead :func:`take` a message's results when the core acks it, and settle the message
+once they are confirmed (or hand it back if one failed).
+
 Only results wait: a publish the handler awaits itself goes out before the ``await``
 returns, since the handler may depend on it (wait for a reply, tell an HTTP client).
 An outbox opens only where the core handles the delivery inline (``max_workers=1``);
@@ -27,7 +31,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["begin_result", "collecting", "defer", "end_result"]
+__all__ = ["begin_result", "collecting", "defer", "end_result", "take"]
 
 #: The open outbox: the transport that opened it, and its deferred publishes.
 _outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
@@ -68,3 +72,15 @@ def defer(owner: object, item: Any) -> bool:
         return False
     found[1].append(item)
     return True
+
+
+def take(owner: object) -> list[Any]:
+    """Empty ``owner``'s open outbox and return what it held (``[]`` when none is open).
+    For a transport that ties each message's ack to its own results (Kafka commits an
+    offset once the results of its record are confirmed) rather than to the delivery's."""
+    found = _outbox.get()
+    if found is None or found[0] is not owner:
+        return []
+    items = found[1][:]
+    found[1].clear()
+    return items

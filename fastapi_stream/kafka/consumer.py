@@ -28,6 +28,7 @@ from aiokafka.errors import (
     KafkaError,
 )
 
+from fastapi_stream.core import outbox
 from fastapi_stream.core.message import Settlement, StreamMessage
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec
 from fastapi_stream.kafka.offsets import PartitionLedger
@@ -55,6 +56,8 @@ HOUSEKEEPING_TIMEOUT = 5.0
 _MAX_BACKLOG = 10_000
 #: A stopped subscription waits this long for unsettled messages before its final commit.
 _SETTLE_TIMEOUT = 30.0
+#: A record whose results could not be published is delivered again after this pause.
+_RESULTS_RETRY_DELAY = 1.0
 #: How often a pattern subscription looks for new matching topics (aiokafka's default of
 #: five minutes would leave a new ``orders.{region}`` topic unread for that long).
 _PATTERN_METADATA_MAX_AGE_MS = 3_000
@@ -196,7 +199,12 @@ class KafkaMessage(StreamMessage):
         return cast(int, self.raw_message.timestamp)
 
     async def _ack(self) -> None:
-        self._consumer.settle(self, Settlement.ACK)
+        consumer = self._consumer
+        results = outbox.take(consumer.outbox_owner)
+        if results:
+            consumer.settle_when_sent(self, results)
+        else:
+            consumer.settle(self, Settlement.ACK)
 
     async def _nack(self, delay: float) -> None:
         self._consumer.settle(self, Settlement.NACK, delay)
@@ -234,8 +242,12 @@ class KafkaSubscription(Subscription):
         revoke_timeout: float,
         leave_lock: asyncio.Lock,
         default_reset: AutoOffsetReset,
+        outbox_owner: object = None,
     ) -> None:
         self.client = client
+        #: The transport: results published from handlers of this subscription wait in its
+        #: outbox, and each record is settled once its results are confirmed.
+        self.outbox_owner = outbox_owner
         self.spec = spec
         self.group = spec.group
         self._deliver = deliver
@@ -276,6 +288,7 @@ class KafkaSubscription(Subscription):
         *,
         known_topics: set[str],
         leave_lock: asyncio.Lock,
+        outbox_owner: object = None,
     ) -> KafkaSubscription:
         """Start a consumer for ``spec`` with the aiokafka ``settings``, and return once
         it owns its partitions and knows where each starts (so a message published right
@@ -302,6 +315,7 @@ class KafkaSubscription(Subscription):
             revoke_timeout=float(options.get("revoke_timeout", 5.0)),
             leave_lock=leave_lock,
             default_reset=settings.get("auto_offset_reset", "latest"),
+            outbox_owner=outbox_owner,
         )
         try:
             await client.start()
@@ -569,7 +583,7 @@ class KafkaSubscription(Subscription):
                     if taken is None:
                         break
                     record, lane = taken
-                    await self._deliver([self._message(record, ledger, lane)])
+                    await self._deliver_with_results([self._message(record, ledger, lane)])
                     self._room.set()
                     progressed = True
             if not progressed and not self._stopped:
@@ -592,12 +606,67 @@ class KafkaSubscription(Subscription):
                 while len(batch) < self.max_records and self._ready(ledger):
                     batch.append(self._message(ledger.buffer.popleft(), ledger, None))
             if batch:
-                await self._deliver(batch)
+                await self._deliver_with_results(batch)
                 self._room.set()
             elif not self._stopped:
                 await self._wake.wait()
 
+    async def _deliver_with_results(self, messages: list[StreamMessage]) -> None:
+        """Deliver ``messages``; a sequential subscription lets the handlers' results go
+        out without waiting, each record settled once its own results are confirmed (see
+        core/outbox.py), so the next record is handled meanwhile."""
+        if self.concurrent or self.outbox_owner is None:
+            await self._deliver(messages)
+            return
+        with outbox.collecting(self.outbox_owner) as results:
+            await self._deliver(messages)
+        if results:
+            # Published after the record was settled (ACK_FIRST, a manual ack): confirm
+            # them now, as a publish without an outbox would have.
+            failed = [
+                r
+                for r in await asyncio.gather(*results, return_exceptions=True)
+                if isinstance(r, BaseException)
+            ]
+            if failed:
+                logger.error(
+                    "kafka subscriber %s: %d result(s) of an already settled message were "
+                    "not published: %s",
+                    self.name,
+                    len(failed),
+                    reason(failed[0]),
+                )
+
     # -- settling -----------------------------------------------------------------------
+
+    def settle_when_sent(self, message: KafkaMessage, results: list[asyncio.Future[Any]]) -> None:
+        """Ack ``message`` once every one of its ``results`` is confirmed; if one failed,
+        hand the record back (delivered again after a pause), since its results may be
+        missing."""
+        remaining = len(results)
+
+        def sent(_: asyncio.Future[Any]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining:
+                return
+            failure = next((_failure(r) for r in results if _failure(r) is not None), None)
+            if failure is None:
+                self.settle(message, Settlement.ACK)
+                return
+            logger.warning(
+                "kafka subscriber %s: a result of record %s-%d@%d was not published (%s); "
+                "the record is handled again",
+                self.name,
+                message.raw_message.topic,
+                message.partition,
+                message.offset,
+                failure,
+            )
+            self.settle(message, Settlement.NACK, _RESULTS_RETRY_DELAY)
+
+        for result in results:
+            result.add_done_callback(sent)
 
     def settle(self, message: KafkaMessage, how: Settlement, delay: float = 0.0) -> None:
         ledger = message._ledger
@@ -737,6 +806,14 @@ class KafkaSubscription(Subscription):
         # of a group whose members leave at the same moment.
         async with self.leave_lock:
             await stop_client(self.client)
+
+
+def _failure(result: asyncio.Future[Any]) -> str | None:
+    """Why ``result`` (a publish) failed, ``None`` if it succeeded."""
+    if result.cancelled():
+        return "cancelled"
+    exc = result.exception()
+    return None if exc is None else reason(exc)
 
 
 def message_key(message: StreamMessage) -> bytes | None:

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
+from fastapi_stream.core import outbox
 from fastapi_stream.core.errors import (
     BrokerNotConnected,
     ConfigurationError,
@@ -434,6 +435,8 @@ class KafkaTransport(Transport):
                 if pending is not None:
                     pending.append(sent)
                     return
+                if outbox.defer(self, sent):
+                    return  # a handler's result: its record is settled once it is confirmed
                 await sent
         except TimeoutError as exc:
             raise PublishError(
@@ -517,6 +520,7 @@ class KafkaTransport(Transport):
             deliver,
             known_topics=await self._known_topics(),
             leave_lock=self._leave_lock or asyncio.Lock(),
+            outbox_owner=self,
         )
         self._consumers.append(subscription)
         return subscription

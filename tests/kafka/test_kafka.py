@@ -283,6 +283,65 @@ async def test_a_later_success_never_commits_past_an_unfinished_message() -> Non
 
 
 @pytest.mark.kafka
+async def test_results_go_out_in_order_and_each_record_commits_after_its_result() -> None:
+    source, results = unique("results-in"), unique("results-out")
+    router = kafka_router(topics=[KafkaTopic(source, partitions=1), KafkaTopic(results)])
+
+    @router.subscriber(source, group_id=unique("g"))
+    @router.publisher(results)
+    async def double(n: int) -> int:
+        return n * 2
+
+    async with router.broker as broker:
+        for n in range(30):
+            await broker.publish(n, source)
+        ledger_of = lambda: subscription(router).ledgers[TopicPartition(source, 0)]  # noqa: E731
+        await eventually(lambda: ledger_of().committed == 30, "every record committed")
+        published = await records(results, 30)
+    assert [int(r.value) for r in published] == [n * 2 for n in range(30)]
+
+
+@pytest.mark.kafka
+async def test_a_record_whose_result_was_not_published_is_handled_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, results = unique("unsent-in"), unique("unsent-out")
+    router = kafka_router(topics=[KafkaTopic(source, partitions=1), KafkaTopic(results)])
+    handled: list[str] = []
+
+    @router.subscriber(source, group_id=unique("g"))
+    @router.publisher(results)
+    async def echo(text: str) -> str:
+        handled.append(text)
+        return text
+
+    async with router.broker as broker:
+        transport = router.transport
+        assert isinstance(transport, KafkaTransport)
+        producer = transport._require_producer()
+        send = producer.send
+        failures = 1
+
+        async def flaky_send(topic: str, *args: Any, **kwargs: Any) -> Any:
+            nonlocal failures
+            if topic == results and failures:
+                failures -= 1
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(OSError("the broker went away"))
+                return failed
+            return await send(topic, *args, **kwargs)
+
+        producer.send = flaky_send  # type: ignore[method-assign]
+        await broker.publish("hello", source)
+        ledger_of = lambda: subscription(router).ledgers[TopicPartition(source, 0)]  # noqa: E731
+        await eventually(lambda: ledger_of().committed == 1, "the record committed")
+        published = await records(results, 1)
+    assert handled == ["hello", "hello"]
+    assert [r.value for r in published] == [b"hello"]
+    assert "is handled again" in caplog.text
+
+
+@pytest.mark.kafka
 async def test_rebalance_commits_on_revoke_and_tells_the_listener() -> None:
     topic = unique("rebalance")
     group = unique("g")
