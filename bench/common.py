@@ -1,14 +1,14 @@
-"""What the real-broker workloads share: the models, a counter that ends a run, names."""
+"""What the workloads share: the models, a counter that ends a run, names, round trips."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import BaseModel
-
-from bench.memory import BODY, PAYLOAD, Order
 
 __all__ = [
     "BODY",
@@ -17,8 +17,11 @@ __all__ = [
     "Done",
     "Order",
     "Receipt",
+    "Request",
     "elapsed",
     "receipt",
+    "respond",
+    "round_trips",
     "unique",
 ]
 
@@ -26,8 +29,21 @@ __all__ = [
 TIMEOUT = 120.0
 
 
+class Order(BaseModel):
+    """What every handler validates."""
+
+    id: int
+    sku: str
+    amount: float
+
+
+BODY = b'{"id": 1, "sku": "apple", "amount": 2.5}'
+PAYLOAD = {"id": 1, "sku": "apple", "amount": 2.5}
+
+
 class Receipt(BaseModel):
-    """What the consume -> validate -> publish workloads send to their output channel."""
+    """What the consume -> validate -> publish workloads send to their output channel, and
+    what the request -> reply workloads answer."""
 
     id: int
     total: float
@@ -35,6 +51,11 @@ class Receipt(BaseModel):
 
 def receipt(order: Order) -> Receipt:
     return Receipt(id=order.id, total=order.amount * 2)
+
+
+async def respond(order: Order) -> Receipt:
+    """The frameworks' responder of the request -> reply workloads."""
+    return receipt(order)
 
 
 def unique(prefix: str) -> str:
@@ -63,3 +84,36 @@ async def elapsed(started: float, done: Done) -> float:
     """Seconds from ``started`` until the last message was handled."""
     await done.wait()
     return time.perf_counter() - started
+
+
+#: One request -> reply round trip: an ``Order`` goes out, the reply's body comes back.
+Request = Callable[[], Awaitable[bytes]]
+
+
+async def round_trips(n: int, request: Request) -> float:
+    """Seconds ``n`` requests take, one after another, each reply checked as a ``Receipt``.
+
+    One request goes first, off the clock: it sets up what a first request sets up lazily
+    (a reply consumer, a reply topic, an inbox subscription).
+    """
+    Receipt.model_validate_json(await request())
+    started = time.perf_counter()
+    for _ in range(n):
+        Receipt.model_validate_json(await request())
+    return time.perf_counter() - started
+
+
+async def framework_responder(
+    broker: Any, subscribe: Callable[[Any], Any], channel: str, close: Callable[[], Awaitable[Any]]
+) -> tuple[Request, Callable[[], Awaitable[Any]]]:
+    """Either framework's side of a request -> reply run: ``subscribe`` registers
+    :func:`respond` (on a FastStream broker or one of our routers), ``broker`` starts and
+    makes the requests, ``close`` ends it all."""
+    subscribe(respond)
+    await broker.start()
+
+    async def request() -> bytes:
+        reply = await broker.request(PAYLOAD, channel, timeout=TIMEOUT)
+        return reply.body  # type: ignore[no-any-return]
+
+    return request, close

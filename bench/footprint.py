@@ -26,8 +26,8 @@ import textwrap
 import tracemalloc
 from dataclasses import dataclass, field
 
+from bench.common import PAYLOAD, Order
 from bench.harness import FASTSTREAM, OURS, RAW
-from bench.memory import PAYLOAD, Order
 
 #: Source of each app module, by implementation: the same service three ways.
 APPS = {

@@ -10,7 +10,8 @@ from the same run, because the machine is small and noisy.
 N is chosen per implementation so that every measured run lasts at least ``min_seconds``:
 unrecorded calibration runs from ``n`` messages up give the rate, and the recorded runs use
 as many messages as that rate handles in ``min_seconds`` (with a margin), never fewer than
-``n`` and never more than ``MAX_N``.
+``n`` and never more than ``MAX_N``. A workload of slow steps (sequential request -> reply
+round trips) may start lower than ``n``, from its ``least``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Workload:
     unit: str = "msg/s"
     #: Set for workloads whose size is fixed (no calibration): ``n`` is used as given.
     fixed_n: bool = False
+    #: The least N of this workload's runs, and its first calibration run's, when lower
+    #: than the run's ``n``: for workloads whose steps take milliseconds each.
+    least: int | None = None
     rates: dict[str, list[float]] = field(default_factory=dict)
     #: Per implementation: the N of its recorded runs and the seconds each took.
     sizes: dict[str, int] = field(default_factory=dict)
@@ -68,9 +72,10 @@ def run(workloads: list[Workload], *, n: int, repeat: int, min_seconds: float) -
     """Measure every workload; rates land in ``workload.rates``."""
     for workload in workloads:
         names = list(workload.implementations)
+        least = min(n, workload.least or n)
         for name in names:
             workload.sizes[name] = (
-                n if workload.fixed_n else _calibrate(workload, name, n, min_seconds)
+                least if workload.fixed_n else _calibrate(workload, name, least, min_seconds)
             )
         for round_ in range(repeat):
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
@@ -91,10 +96,16 @@ def _calibrate(workload: Workload, name: str, n: int, min_seconds: float) -> int
     size = n
     while True:
         seconds = asyncio.run(workload.implementations[name](size))
-        wanted = math.ceil(size / seconds * min_seconds * _MARGIN / 1000) * 1000
+        wanted = _round_up(size / seconds * min_seconds * _MARGIN)
         if seconds >= min_seconds / 4 or size >= MAX_N:
             return min(max(n, wanted), MAX_N)
         size = min(max(size * 2, wanted // 4), MAX_N)
+
+
+def _round_up(value: float) -> int:
+    """``value`` rounded up to three significant digits: a readable N."""
+    step: int = 10 ** max(0, math.floor(math.log10(max(value, 1))) - 2)
+    return math.ceil(value / step) * step
 
 
 def _summary(workload: Workload) -> str:
@@ -140,7 +151,8 @@ def report(
     lines = [
         f"Measured {when} on {machine}; median of {repeat} interleaved runs per figure, "
         f"each run at least {min_seconds:g} s long (N per implementation from a calibration "
-        f"run, at least {n:,}; the JSON file has each run's N and seconds)"
+        f"run, at least {n:,}{_fewer(workloads, n)}; the JSON file has each run's N and "
+        "seconds)"
         f"{_short(workloads, min_seconds)}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         "",
@@ -150,7 +162,7 @@ def report(
     rows = []
     for w in workloads:
         lines.append(
-            f"| {w.broker} | {w.name} | {_fmt(w.median(RAW))} | {_fmt(w.median(FASTSTREAM))} "
+            f"| {w.broker} | {_title(w)} | {_fmt(w.median(RAW))} | {_fmt(w.median(FASTSTREAM))} "
             f"| {_fmt(w.median(OURS))} | {_fmt(w.ratio(OURS, FASTSTREAM), True)} "
             f"| {_fmt(w.ratio(OURS, RAW), True)} |"
         )
@@ -193,6 +205,17 @@ def report(
     }
     out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
     return markdown
+
+
+def _title(workload: Workload) -> str:
+    """The workload's name, with its unit when it is not the table's msg/s."""
+    return workload.name if workload.unit == "msg/s" else f"{workload.name} ({workload.unit})"
+
+
+def _fewer(workloads: list[Workload], n: int) -> str:
+    """Where some workloads start lower than ``n``: the least of them."""
+    lower = [w.least for w in workloads if w.least is not None and w.least < n]
+    return f" ({min(lower):,} or more for the slowest round trips)" if lower else ""
 
 
 def _short(workloads: list[Workload], min_seconds: float) -> str:

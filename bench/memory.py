@@ -1,29 +1,22 @@
-"""In-process workloads: the memory broker, and the test brokers' publish round trips."""
+"""In-process workloads: the memory broker, and the test brokers' publish round trips.
+
+FastStream has no in-memory broker, so the memory rows compare fastapi_stream with the
+floor of any in-process broker: an ``asyncio.Queue``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from pydantic import BaseModel
-
+from bench.common import BODY, PAYLOAD, TIMEOUT, Order, receipt, respond, round_trips
 from bench.harness import FASTSTREAM, OURS, RAW, Workload
 from fastapi_stream import StreamRouter
 from fastapi_stream.testing import TestStreamBroker
 
 
-class Order(BaseModel):
-    id: int
-    sku: str
-    amount: float
-
-
-BODY = b'{"id": 1, "sku": "apple", "amount": 2.5}'
-PAYLOAD = {"id": 1, "sku": "apple", "amount": 2.5}
-
-
 async def _wait(done: asyncio.Event) -> None:
-    await asyncio.wait_for(done.wait(), 120)
+    await asyncio.wait_for(done.wait(), TIMEOUT)
 
 
 # -- consume -> validate -> ack, N messages queued before consuming ----------------------
@@ -108,9 +101,52 @@ async def faststream_test_broker(n: int) -> float:
         return time.perf_counter() - started
 
 
+# -- request -> reply, one request after another ------------------------------------------
+
+
+async def raw_request(n: int) -> float:
+    """The floor: a responder task reading an ``asyncio.Queue``, answering through a future."""
+    requests: asyncio.Queue[tuple[bytes, asyncio.Future[bytes]]] = asyncio.Queue()
+
+    async def answer() -> None:
+        while True:
+            body, reply = await requests.get()
+            reply.set_result(receipt(Order.model_validate_json(body)).model_dump_json().encode())
+
+    async def request() -> bytes:
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        requests.put_nowait((BODY, reply))
+        async with asyncio.timeout(TIMEOUT):
+            return await reply
+
+    responder = asyncio.create_task(answer())
+    try:
+        return await round_trips(n, request)
+    finally:
+        responder.cancel()
+        await asyncio.gather(responder, return_exceptions=True)
+
+
+async def ours_request(n: int) -> float:
+    router = StreamRouter(f"memory://bench-{time.monotonic_ns()}")
+    router.subscriber("orders")(respond)
+    async with router.broker as broker:
+
+        async def request() -> bytes:
+            return (await broker.request(PAYLOAD, "orders", timeout=TIMEOUT)).body
+
+        return await round_trips(n, request)
+
+
 def workloads() -> list[Workload]:
     return [
         Workload("memory", "consume -> validate -> ack", {RAW: raw_queue, OURS: ours_memory}),
+        Workload(
+            "memory",
+            "request -> reply round trip",
+            {RAW: raw_request, OURS: ours_request},
+            unit="req/s",
+        ),
         Workload(
             "test broker",
             "publish -> handler round trip",

@@ -3,7 +3,8 @@
 Core NATS keeps nothing for a subscriber that is not there yet, so those runs subscribe
 first and time from the first publish (from a second connection) to the last message
 handled. JetStream runs store N messages in a fresh stream first and time from the
-consumer's start to the last message handled.
+consumer's start to the last message handled. Request -> reply runs send N requests, one
+after another, to a core-NATS responder on the same connection.
 """
 
 from __future__ import annotations
@@ -20,11 +21,25 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from bench.common import BODY, TIMEOUT, Done, Order, Receipt, elapsed, receipt, unique
+from bench.common import (
+    BODY,
+    TIMEOUT,
+    Done,
+    Order,
+    Receipt,
+    Request,
+    elapsed,
+    framework_responder,
+    receipt,
+    round_trips,
+    unique,
+)
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
 from fastapi_stream.nats import NatsRouter
 
 URL = "nats://127.0.0.1:4222"
+#: The least requests of a request -> reply run (the calibration grows it to ``--seconds``).
+REQUESTS = 1_000
 
 
 def _headers(i: int) -> dict[str, str]:
@@ -177,10 +192,64 @@ def _three(
     }
 
 
+# -- request -> reply: N requests, one after another, to a core-NATS responder ----------
+
+#: ``serve(subject)`` connects, starts a responder on ``subject`` and returns
+#: ``(request, close)``.
+Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
+
+
+async def _request_run(n: int, *, serve: Serve) -> float:
+    request, close = await serve(unique("bench.rpc"))
+    try:
+        return await round_trips(n, request)
+    finally:
+        await close()
+
+
+async def raw_serve(subject: str) -> tuple[Request, Start]:
+    """nats-py: ``nc.request`` (one inbox subscription for all requests) against a
+    callback subscription answering with ``msg.respond``."""
+    nc = await nats.connect(URL)
+
+    async def answer(msg: Msg) -> None:
+        order = Order.model_validate_json(msg.data)
+        await msg.respond(receipt(order).model_dump_json().encode())
+
+    await nc.subscribe(subject, cb=answer)
+
+    async def request() -> bytes:
+        return (await nc.request(subject, BODY, timeout=TIMEOUT)).data
+
+    return request, nc.close
+
+
+async def faststream_serve(subject: str) -> tuple[Request, Start]:
+    broker = NatsBroker(URL, logger=None)
+    return await framework_responder(broker, broker.subscriber(subject), subject, broker.stop)
+
+
+async def ours_serve(subject: str) -> tuple[Request, Start]:
+    router = NatsRouter(URL)
+    return await framework_responder(
+        router.broker, router.subscriber(subject), subject, router.broker.close
+    )
+
+
+def _serving() -> dict[str, Implementation]:
+    return {
+        name: functools.partial(_request_run, serve=serve)
+        for name, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
+    }
+
+
 def workloads() -> list[Workload]:
     return [
         Workload("NATS core", "consume -> validate -> ack", _three(_core_run)),
         Workload("NATS core", "consume -> validate -> publish", _three(_core_run, out=True)),
+        Workload(
+            "NATS core", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+        ),
         Workload("NATS JetStream push", "consume -> validate -> ack", _three(_jetstream_run)),
         Workload(
             "NATS JetStream push",

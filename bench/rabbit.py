@@ -5,24 +5,44 @@ a JSON body with a content type, a message id and a correlation id); the clock r
 the consumer's start to the last message handled. The output queue of the publish
 workload is declared beforehand (fastapi_stream's publishes are mandatory) and every queue
 is deleted at the end.
+
+Request -> reply runs send N requests, one after another, through a fresh durable queue to
+a responder on the same connection; replies come back through direct reply-to
+(``amq.rabbitmq.reply-to``), as both frameworks' requests do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
-from bench.common import BODY, TIMEOUT, Done, Order, Receipt, elapsed, receipt, unique
+from bench.common import (
+    BODY,
+    TIMEOUT,
+    Done,
+    Order,
+    Receipt,
+    Request,
+    elapsed,
+    framework_responder,
+    receipt,
+    round_trips,
+    unique,
+)
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
 from fastapi_stream.rabbit import RabbitRouter
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 PREFETCH = 100
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+#: The least requests of a request -> reply run (the calibration grows it to ``--seconds``).
+REQUESTS = 1_000
 
 Start = Callable[[], Awaitable[object]]
 #: ``prepare(queue, out, done)`` connects and registers a consumer of ``queue`` (publishing
@@ -129,8 +149,111 @@ def _three(*, out: bool = False) -> dict[str, Implementation]:
     }
 
 
+# -- request -> reply: N requests, one after another, through a fresh queue ----------------
+
+#: ``serve(queue)`` connects, starts a responder consuming ``queue`` and returns
+#: ``(request, close)``.
+Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
+
+
+async def _request_run(n: int, *, serve: Serve) -> float:
+    queue = unique("bench.rpc")
+    connection = await aio_pika.connect(URL)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(queue, durable=True)
+        request, close = await serve(queue)
+        try:
+            return await round_trips(n, request)
+        finally:
+            await close()
+    finally:
+        cleanup = await connection.channel()
+        await cleanup.queue_delete(queue)
+        await connection.close()
+
+
+async def raw_serve(queue: str) -> tuple[Request, Start]:
+    """aio-pika: a consumer of ``queue`` publishes each receipt to the request's
+    ``reply_to`` and acks; the requester consumes direct reply-to on a channel of its own
+    and matches replies by correlation id. No publisher confirms: the reply confirms."""
+    connection = await aio_pika.connect(URL)
+    serving = await connection.channel(publisher_confirms=False)
+
+    async def answer(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        order = Order.model_validate_json(message.body)
+        reply = aio_pika.Message(
+            receipt(order).model_dump_json().encode(),
+            content_type="application/json",
+            correlation_id=message.correlation_id,
+        )
+        # Not mandatory: RabbitMQ returns mandatory publishes to direct reply-to, delivered or not.
+        await serving.default_exchange.publish(
+            reply, routing_key=message.reply_to or "", mandatory=False
+        )
+        await message.ack()
+
+    declared = await serving.declare_queue(queue, durable=True)
+    await declared.consume(answer)
+
+    requesting = await connection.channel(publisher_confirms=False)
+    waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        waiter = waiting.get(message.correlation_id or "")
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message.body)
+
+    replies = await requesting.get_queue(DIRECT_REPLY_TO, ensure=False)
+    await replies.consume(on_reply, no_ack=True)
+    ids = itertools.count()
+
+    async def request() -> bytes:
+        correlation_id = str(next(ids))
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiting[correlation_id] = waiter
+        message = aio_pika.Message(
+            BODY,
+            content_type="application/json",
+            correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO,
+        )
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await requesting.default_exchange.publish(message, routing_key=queue)
+                return await waiter
+        finally:
+            del waiting[correlation_id]
+
+    return request, connection.close
+
+
+async def faststream_serve(queue: str) -> tuple[Request, Start]:
+    broker = RabbitBroker(URL, logger=None)
+    return await framework_responder(
+        broker, broker.subscriber(RabbitQueue(queue, durable=True)), queue, broker.stop
+    )
+
+
+async def ours_serve(queue: str) -> tuple[Request, Start]:
+    router = RabbitRouter(URL)
+    return await framework_responder(
+        router.broker, router.subscriber(queue), queue, router.broker.close
+    )
+
+
+def _serving() -> dict[str, Implementation]:
+    return {
+        impl: functools.partial(_request_run, serve=serve)
+        for impl, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
+    }
+
+
 def workloads() -> list[Workload]:
     return [
         Workload("RabbitMQ", "consume -> validate -> ack", _three()),
         Workload("RabbitMQ", "consume -> validate -> publish", _three(out=True)),
+        Workload(
+            "RabbitMQ", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+        ),
     ]

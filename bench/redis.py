@@ -5,6 +5,10 @@ N messages are written first, each in the format its consumer's producer writes
 (fastapi_stream's envelope, FastStream's binary format, a plain body for the raw loop);
 the clock runs from the consumer's start to the last message handled. Every key a run
 creates starts with the run's unique prefix and is deleted at the end.
+
+Request -> reply runs send N requests, one after another, over pub/sub (what both
+frameworks' requests use by default) to a responder in the same process; they write no
+keys.
 """
 
 from __future__ import annotations
@@ -19,8 +23,22 @@ from faststream.redis import ListSub, RedisBroker
 from faststream.redis import StreamSub as FSStreamSub
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
-from bench.common import BODY, PAYLOAD, Done, Order, Receipt, elapsed, receipt, unique
+from bench.common import (
+    BODY,
+    PAYLOAD,
+    TIMEOUT,
+    Done,
+    Order,
+    Receipt,
+    Request,
+    elapsed,
+    framework_responder,
+    receipt,
+    round_trips,
+    unique,
+)
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
 from fastapi_stream.core.message import OutgoingMessage
 from fastapi_stream.redis import RedisRouter, StreamSub
@@ -28,6 +46,8 @@ from fastapi_stream.redis.transport import encode_value, stream_fields
 
 URL = "redis://127.0.0.1:6379"
 GROUP = "bench"
+#: The least requests of a request -> reply run (the calibration grows it to ``--seconds``).
+REQUESTS = 1_000
 
 Start = Callable[[], Awaitable[object]]
 #: ``prepare(name, out, done)`` connects and registers a consumer of ``name`` (publishing
@@ -209,10 +229,87 @@ def _three(kind: str, *, out: bool = False) -> dict[str, Implementation]:
     }
 
 
+# -- request -> reply over pub/sub: N requests, one after another -------------------------
+
+#: ``serve(channel)`` connects, starts a responder on ``channel`` and returns
+#: ``(request, close)``.
+Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
+
+
+async def _request_run(n: int, *, serve: Serve) -> float:
+    request, close = await serve(unique("bench:rpc"))
+    try:
+        return await round_trips(n, request)
+    finally:
+        await close()
+
+
+async def raw_serve(channel: str) -> tuple[Request, Start]:
+    """redis-py pub/sub: a responder task answers each request on a reply channel the
+    requester subscribed to beforehand (one requester, one request at a time: replies need
+    no correlation)."""
+    client = Redis.from_url(URL)
+    reply_channel = f"{channel}:reply"
+    requests, replies = client.pubsub(), client.pubsub()
+    await requests.subscribe(channel)
+    await replies.subscribe(reply_channel)
+
+    async def answer() -> None:
+        while True:
+            order = Order.model_validate_json(await _next_message(requests, timeout=None))
+            await client.publish(reply_channel, receipt(order).model_dump_json())
+
+    async def request() -> bytes:
+        await client.publish(channel, BODY)
+        return await _next_message(replies, timeout=TIMEOUT)
+
+    responder = asyncio.create_task(answer())
+
+    async def close() -> None:
+        responder.cancel()
+        await asyncio.gather(responder, return_exceptions=True)
+        await requests.aclose()
+        await replies.aclose()
+        await client.aclose()
+
+    return request, close
+
+
+async def _next_message(pubsub: PubSub, *, timeout: float | None) -> bytes:
+    """The data of the next message of ``pubsub`` (subscribe confirmations skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is not None and message["type"] == "message":
+                return message["data"]  # type: ignore[no-any-return]
+
+
+async def faststream_serve(channel: str) -> tuple[Request, Start]:
+    broker = RedisBroker(URL, logger=None)
+    return await framework_responder(broker, broker.subscriber(channel), channel, broker.stop)
+
+
+async def ours_serve(channel: str) -> tuple[Request, Start]:
+    router = RedisRouter(URL)
+    return await framework_responder(
+        router.broker, router.subscriber(channel), channel, router.broker.close
+    )
+
+
+def _serving() -> dict[str, Implementation]:
+    return {
+        impl: functools.partial(_request_run, serve=serve)
+        for impl, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
+    }
+
+
 def workloads() -> list[Workload]:
     return [
         Workload("Redis stream", "consume -> validate -> ack", _three("stream")),
         Workload("Redis stream", "consume -> validate -> publish", _three("stream", out=True)),
         Workload("Redis list", "consume -> validate -> ack", _three("list")),
         Workload("Redis list", "consume -> validate -> publish", _three("list", out=True)),
+        Workload(
+            "Redis pub/sub", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+        ),
     ]

@@ -251,6 +251,9 @@ class KafkaTransport(Transport):
             "auto_offset_reset": auto_offset_reset,
             **(consumer_options or {}),
         }
+        # aiokafka settings the user passed: the reply consumer takes them too (a shorter
+        # fetch_max_wait_ms, say, where the broker answers a waiting fetch only at its end).
+        self._passed_consumer_options = dict(consumer_options or {})
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._consumers: list[KafkaSubscription] = []
@@ -486,7 +489,10 @@ class KafkaTransport(Transport):
         except TransportError as exc:
             logger.debug("reply topic %s left to auto-creation: %s", topic, exc)
         client = AIOKafkaConsumer(
-            **self._common, group_id=None, auto_offset_reset="latest", enable_auto_commit=False
+            **{**self._common, **self._passed_consumer_options},
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
         )
         await client.start()
         try:
