@@ -88,6 +88,13 @@ async def elapsed(started: float, done: Done) -> float:
 
 #: One request -> reply round trip: an ``Order`` goes out, the reply's body comes back.
 Request = Callable[[], Awaitable[bytes]]
+#: Starts or closes what a run set up.
+Start = Callable[[], Awaitable[object]]
+#: ``prepare(name, extra, done)`` connects and registers a consumer of ``name`` and returns
+#: ``(start, close)``; ``extra`` is the module's own (an output channel, a JetStream stream).
+Prepare = Callable[[str, str, Done], Awaitable[tuple[Start, Start]]]
+#: ``serve(name)`` connects, starts a responder on ``name`` and returns ``(request, close)``.
+Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
 
 
 async def round_trips(n: int, request: Request) -> float:

@@ -29,6 +29,26 @@ from dataclasses import dataclass, field
 from bench.common import PAYLOAD, Order
 from bench.harness import FASTSTREAM, OURS, RAW
 
+#: The app module both frameworks write alike; only where ``NatsRouter`` comes from differs.
+_FRAMEWORK_APP = """
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+    from {module} import NatsRouter
+
+    router = NatsRouter("nats://127.0.0.1:4222")
+
+    class Order(BaseModel):
+        id: int
+        sku: str
+        amount: float
+
+    @router.subscriber("orders")
+    async def handle(order: Order) -> None: ...
+
+    app = FastAPI()
+    app.include_router(router)
+"""
+
 #: Source of each app module, by implementation: the same service three ways.
 APPS = {
     RAW: """
@@ -43,42 +63,8 @@ APPS = {
 
         app = FastAPI()
     """,
-    FASTSTREAM: """
-        from fastapi import FastAPI
-        from faststream.nats.fastapi import NatsRouter
-        from pydantic import BaseModel
-
-        router = NatsRouter("nats://127.0.0.1:4222")
-
-        class Order(BaseModel):
-            id: int
-            sku: str
-            amount: float
-
-        @router.subscriber("orders")
-        async def handle(order: Order) -> None: ...
-
-        app = FastAPI()
-        app.include_router(router)
-    """,
-    OURS: """
-        from fastapi import FastAPI
-        from pydantic import BaseModel
-        from fastapi_stream.nats import NatsRouter
-
-        router = NatsRouter("nats://127.0.0.1:4222")
-
-        class Order(BaseModel):
-            id: int
-            sku: str
-            amount: float
-
-        @router.subscriber("orders")
-        async def handle(order: Order) -> None: ...
-
-        app = FastAPI()
-        app.include_router(router)
-    """,
+    FASTSTREAM: _FRAMEWORK_APP.format(module="faststream.nats.fastapi"),
+    OURS: _FRAMEWORK_APP.format(module="fastapi_stream.nats"),
 }
 
 #: What each implementation imports for "import time of the package".

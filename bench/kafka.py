@@ -44,6 +44,8 @@ from bench.common import (
     Order,
     Receipt,
     Request,
+    Serve,
+    Start,
     framework_responder,
     receipt,
     round_trips,
@@ -62,8 +64,6 @@ PRODUCE_BATCH = 10_000
 REQUESTS = 100
 #: The request rows' fetch wait: tansu answers a waiting fetch only when the wait is over.
 REQUEST_FETCH_WAIT_MS = 10
-
-Start = Callable[[], Awaitable[object]]
 
 
 class FromFirstRecord(Done):
@@ -274,10 +274,6 @@ def _three(*, out: bool = False) -> dict[str, Implementation]:
 
 
 # -- request -> reply: N requests, one after another, to a responder in a fresh group ------
-
-#: ``serve(topic)`` connects, starts a responder on ``topic`` (in the group named after it)
-#: and returns ``(request, close)``.
-Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
 
 
 async def _request_run(n: int, *, serve: Serve) -> float:

@@ -26,8 +26,11 @@ from bench.common import (
     TIMEOUT,
     Done,
     Order,
+    Prepare,
     Receipt,
     Request,
+    Serve,
+    Start,
     elapsed,
     framework_responder,
     receipt,
@@ -63,13 +66,8 @@ def _handler(done: Done, out: bool):  # type: ignore[no-untyped-def]
     return handle
 
 
-# A run: ``prepare(subject, stream, done)`` connects and registers the consumer and returns
-# ``(start, close)``; the clock runs from ``start()`` to the last message handled.
-Start = Callable[[], Awaitable[object]]
-Prepare = Callable[[str, str, Done], Awaitable[tuple[Start, Start]]]
-
-
 # -- core NATS: subscribe, then publish N from another connection ------------------------
+# ``prepare(subject, stream, done)``: the clock runs from ``start()`` to the last handled.
 
 
 async def _core_run(n: int, prepare: Prepare) -> float:
@@ -193,10 +191,6 @@ def _three(
 
 
 # -- request -> reply: N requests, one after another, to a core-NATS responder ----------
-
-#: ``serve(subject)`` connects, starts a responder on ``subject`` and returns
-#: ``(request, close)``.
-Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
 
 
 async def _request_run(n: int, *, serve: Serve) -> float:

@@ -17,7 +17,6 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable
 
 import aio_pika
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
@@ -27,8 +26,11 @@ from bench.common import (
     TIMEOUT,
     Done,
     Order,
+    Prepare,
     Receipt,
     Request,
+    Serve,
+    Start,
     elapsed,
     framework_responder,
     receipt,
@@ -43,11 +45,6 @@ PREFETCH = 100
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 #: The least requests of a request -> reply run (the calibration grows it to ``--seconds``).
 REQUESTS = 1_000
-
-Start = Callable[[], Awaitable[object]]
-#: ``prepare(queue, out, done)`` connects and registers a consumer of ``queue`` (publishing
-#: to ``out`` when it is not empty) and returns ``(start, close)``.
-Prepare = Callable[[str, str, Done], Awaitable[tuple[Start, Start]]]
 
 
 async def _run(n: int, *, prepare: Prepare, out: bool) -> float:
@@ -150,10 +147,6 @@ def _three(*, out: bool = False) -> dict[str, Implementation]:
 
 
 # -- request -> reply: N requests, one after another, through a fresh queue ----------------
-
-#: ``serve(queue)`` connects, starts a responder consuming ``queue`` and returns
-#: ``(request, close)``.
-Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
 
 
 async def _request_run(n: int, *, serve: Serve) -> float:

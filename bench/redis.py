@@ -31,8 +31,11 @@ from bench.common import (
     TIMEOUT,
     Done,
     Order,
+    Prepare,
     Receipt,
     Request,
+    Serve,
+    Start,
     elapsed,
     framework_responder,
     receipt,
@@ -48,11 +51,6 @@ URL = "redis://127.0.0.1:6379"
 GROUP = "bench"
 #: The least requests of a request -> reply run (the calibration grows it to ``--seconds``).
 REQUESTS = 1_000
-
-Start = Callable[[], Awaitable[object]]
-#: ``prepare(name, out, done)`` connects and registers a consumer of ``name`` (publishing
-#: to ``out`` when it is not empty) and returns ``(start, close)``.
-Prepare = Callable[[str, str, Done], Awaitable[tuple[Start, Start]]]
 
 
 async def _values(impl: str, name: str, n: int) -> list[bytes]:
@@ -230,10 +228,6 @@ def _three(kind: str, *, out: bool = False) -> dict[str, Implementation]:
 
 
 # -- request -> reply over pub/sub: N requests, one after another -------------------------
-
-#: ``serve(channel)`` connects, starts a responder on ``channel`` and returns
-#: ``(request, close)``.
-Serve = Callable[[str], Awaitable[tuple[Request, Start]]]
 
 
 async def _request_run(n: int, *, serve: Serve) -> float:

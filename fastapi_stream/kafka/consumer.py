@@ -650,7 +650,7 @@ class KafkaSubscription(Subscription):
             remaining -= 1
             if remaining:
                 return
-            failure = next((_failure(r) for r in results if _failure(r) is not None), None)
+            failure = next(filter(None, map(_failure, results)), None)
             if failure is None:
                 self.settle(message, Settlement.ACK)
                 return
