@@ -43,9 +43,10 @@ from bench.common import (
     unique,
 )
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
+from fastapi_stream.core.envelope import pack as encode_value
 from fastapi_stream.core.message import OutgoingMessage
 from fastapi_stream.redis import RedisRouter, StreamSub
-from fastapi_stream.redis.transport import encode_value, stream_fields
+from fastapi_stream.redis.consume import stream_fields
 
 URL = "redis://127.0.0.1:6379"
 GROUP = "bench"

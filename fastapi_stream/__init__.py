@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from starlette.datastructures import State
 
+from fastapi_stream.core.backoff import Backoff
 from fastapi_stream.core.broker import StreamBroker
 from fastapi_stream.core.codec import Decoder, Encoder
 from fastapi_stream.core.endpoint import Endpoint
@@ -54,6 +55,7 @@ else:
 
 __all__ = [
     "AckPolicy",
+    "Backoff",
     "BrokerNotConnected",
     "ConfigurationError",
     "Decoder",

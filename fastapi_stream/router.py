@@ -15,7 +15,12 @@ from fastapi import APIRouter, params
 
 from fastapi_stream.asyncapi.routes import add_asyncapi_routes
 from fastapi_stream.core import codec
-from fastapi_stream.core.broker import DEFAULT_GRACEFUL_TIMEOUT, StreamBroker
+from fastapi_stream.core.backoff import Backoff
+from fastapi_stream.core.broker import (
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    StreamBroker,
+)
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 from fastapi_stream.core.middleware import Middleware
@@ -52,6 +57,13 @@ class StreamRouter(APIRouter):
     are logged. ``schema_url`` places the AsyncAPI page and its ``.json`` and ``.yaml``
     documents (``None`` turns them off and leaves this router's broker out of the app's
     document).
+
+    ``reconnect`` is the :class:`~fastapi_stream.Backoff` applied whenever the broker
+    fails (connecting, fetching, settling). An app whose broker is down at startup still
+    starts: readiness answers 503 until the broker answers, then the subscribers start;
+    ``fail_fast=True`` makes startup raise instead, so the process exits.
+    ``max_body_bytes`` (1 MiB by default, ``None`` for none) bounds message bodies: a
+    larger publish raises at once, a larger delivery is rejected before decoding.
     """
 
     def __init__(
@@ -69,6 +81,9 @@ class StreamRouter(APIRouter):
         health_url: str | None = "/health",
         schema_url: str | None = "/asyncapi",
         lifespan: Lifespan | None = None,
+        reconnect: Backoff | None = None,
+        fail_fast: bool = False,
+        max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
         **router_options: Any,
     ) -> None:
         super().__init__(lifespan=self._lifespan, **router_options)
@@ -93,6 +108,9 @@ class StreamRouter(APIRouter):
                 encoder=encoder,
                 logger=logger,
                 message_log_level=message_log_level,
+                reconnect=reconnect,
+                fail_fast=fail_fast,
+                max_body_bytes=max_body_bytes,
             )
         self._subscribers: list[Subscriber] = []
         # Registered before this router has a broker (a broker-less router).
@@ -132,6 +150,7 @@ class StreamRouter(APIRouter):
         dead_letter: str | None = None,
         max_workers: int = 1,
         prefetch: int | None = None,
+        max_body_bytes: int | None = None,
         batch: bool = False,
         dependencies: Sequence[params.Depends] = (),
         middlewares: Sequence[Middleware] = (),
@@ -149,7 +168,8 @@ class StreamRouter(APIRouter):
         (``False`` for one), after which it is rejected or sent to ``dead_letter``.
         ``max_workers`` > 1 handles that many messages at once (order is then not kept).
         ``batch=True`` hands the handler what the broker delivered at once as a list
-        (declare the body as ``items: list[Item]``).
+        (declare the body as ``items: list[Item]``). ``max_body_bytes`` overrides the
+        router's limit for this subscriber.
         ``options`` are the broker's own subscriber options.
         """
 
@@ -164,6 +184,7 @@ class StreamRouter(APIRouter):
                 dead_letter=dead_letter,
                 max_workers=max_workers,
                 prefetch=prefetch,
+                max_body_bytes=max_body_bytes,
                 batch=batch,
                 dependencies=[*self.dependencies, *dependencies],
                 middlewares=middlewares,

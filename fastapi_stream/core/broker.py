@@ -13,8 +13,9 @@ from typing import Any
 
 from starlette.datastructures import State
 
-from fastapi_stream.core import codec
-from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core import codec, outbox
+from fastapi_stream.core.backoff import Backoff, Reconnecting
+from fastapi_stream.core.errors import ConfigurationError, PublishError, TransportError
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage, new_message_id
 from fastapi_stream.core.middleware import Middleware, PublishNext, chain_publish
 from fastapi_stream.core.policy import DEFAULT_RETRY, AckPolicy, Retry
@@ -26,6 +27,8 @@ from fastapi_stream.observability.logging import install_filter
 __all__ = ["StreamBroker"]
 
 DEFAULT_GRACEFUL_TIMEOUT = 15.0
+#: The default ``max_body_bytes``: 1 MiB, the default message limit of Kafka and NATS.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 # URL scheme -> messaging.system of the OpenTelemetry semantic conventions.
 _SYSTEMS = {"amqp": "rabbitmq", "amqps": "rabbitmq", "rediss": "redis", "mqtts": "mqtt"}
@@ -36,6 +39,16 @@ class StreamBroker:
 
     Settings given here are defaults for every subscriber: ``ack_policy``, ``retry``,
     ``dead_letter``, ``middlewares`` and the ``encoder``.
+
+    ``reconnect`` is the one backoff used whenever the broker fails: connecting, fetching,
+    settling, redelivering. A broker that is down at start does not stop the app: it
+    keeps connecting in the background (readiness reports it) and starts the subscribers
+    once the broker answers; ``fail_fast=True`` raises instead, so the process exits.
+
+    ``max_body_bytes`` bounds a message body both ways: publishing a larger one raises
+    :class:`~fastapi_stream.PublishError` at once, and a subscriber rejects a larger one
+    before decoding it (dead-lettered where configured; its size is logged, never its
+    content). ``None`` sets no limit.
     """
 
     def __init__(
@@ -51,6 +64,9 @@ class StreamBroker:
         logger: logging.Logger | None = None,
         message_log_level: int | None = None,
         request_timeout: float = 10.0,
+        reconnect: Backoff | None = None,
+        fail_fast: bool = False,
+        max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         if graceful_timeout < 0:
             raise ConfigurationError("graceful_timeout must be >= 0 seconds")
@@ -67,6 +83,11 @@ class StreamBroker:
         #: failures are logged, at WARNING and above).
         self.message_log_level = message_log_level
         self.request_timeout = request_timeout
+        self.reconnect = reconnect or Backoff()
+        self.fail_fast = fail_fast
+        if max_body_bytes is not None and max_body_bytes < 1:
+            raise ConfigurationError("max_body_bytes must be at least 1 (None: no limit)")
+        self.max_body_bytes = max_body_bytes
         self.subscribers: list[Subscriber] = []
         self.publishers: list[Publisher] = []
         #: Lifespan state shared with handlers that declare a ``State`` parameter.
@@ -83,6 +104,7 @@ class StreamBroker:
         self._started = False
         self._send: PublishNext = self._transport_publish
         self._close_task: asyncio.Future[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"StreamBroker({self.transport.describe()})"
@@ -130,29 +152,70 @@ class StreamBroker:
             self._connected = True
 
     async def start(self) -> None:
-        """Connect and start every subscriber."""
-        await self.connect()
+        """Connect and start every subscriber. If the broker cannot be reached, keep
+        trying in the background (or raise, with ``fail_fast``)."""
         if self._started:
             return
         self._started = True
         self.loop = asyncio.get_running_loop()
         try:
-            for subscriber in self.subscribers:
-                await subscriber.start(self)
-                self.logger.info(
-                    "subscriber %s listens on %s%s",
-                    subscriber.name,
-                    subscriber.channel,
-                    f" (group {subscriber.group})" if subscriber.group else "",
-                )
+            await self._start_subscribers()
+        except TransportError as exc:
+            if self.fail_fast:
+                await self.stop()
+                raise
+            self.logger.warning(
+                "broker %s is not reachable (%s); the app starts without it and keeps "
+                "connecting, and its readiness reports 503 until it answers",
+                self.transport.describe(),
+                exc,
+            )
+            self._connecting = asyncio.create_task(self._keep_connecting(exc))
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_subscribers(self) -> None:
+        await self.connect()
+        for subscriber in self.subscribers:
+            if subscriber.running:
+                continue
+            await subscriber.start(self)
+            self.logger.info(
+                "subscriber %s listens on %s%s",
+                subscriber.name,
+                subscriber.channel,
+                f" (group {subscriber.group})" if subscriber.group else "",
+            )
+
+    async def _keep_connecting(self, error: TransportError) -> None:
+        attempts = Reconnecting(
+            f"connecting to {self.transport.describe()}", self.reconnect, self.logger
+        )
+        while self._started:
+            await attempts.failed(error)
+            try:
+                await self._start_subscribers()
+            except TransportError as exc:
+                error = exc
+                continue
+            except Exception:
+                self.logger.exception(
+                    "broker %s answered, but its subscribers cannot start",
+                    self.transport.describe(),
+                )
+                return
+            attempts.succeeded()
+            return
 
     async def stop(self) -> None:
         """Stop every subscriber: no new messages, in-flight ones finish within
         ``graceful_timeout``. The connection stays open for publishing."""
         self._started = False
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
         await asyncio.gather(
             *(subscriber.stop(self.graceful_timeout) for subscriber in self.subscribers)
         )
@@ -214,6 +277,11 @@ class StreamBroker:
     ) -> OutgoingMessage:
         """Encode ``message`` into what the transport sends."""
         body, encoded_type = self.encoder(message)
+        if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
+            raise PublishError(
+                f"the message to {channel!r} is {len(body)} bytes, over the limit of "
+                f"{self.max_body_bytes} (max_body_bytes): send less, or raise the limit"
+            )
         return OutgoingMessage(
             channel=channel,
             body=body,
@@ -260,6 +328,14 @@ class StreamBroker:
         await self._send(message)
 
     async def _transport_publish(self, message: OutgoingMessage) -> None:
+        # A handler's result waits for the end of its delivery, to go out with the others.
+        if outbox.defer(self, message):
+            return
+        if not self._connected and self._connecting is not None:
+            raise PublishError(
+                f"{self.transport.describe()} is not reachable yet (connecting in the "
+                f"background); the message to {message.channel!r} was not sent"
+            )
         await self.transport.publish(message)
 
     async def request(

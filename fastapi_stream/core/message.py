@@ -1,7 +1,9 @@
 """Messages as the pipeline sees them: :class:`StreamMessage` in, :class:`OutgoingMessage` out.
 
-A transport builds one ``StreamMessage`` per delivery (subclassing it to settle with its
-broker) and the rest of the pipeline never looks at broker-specific types.
+A transport builds one ``StreamMessage`` per delivery (subclassing it only to expose a
+broker's own metadata, such as a Kafka offset); settling goes to the core, which hands
+the settlements of a whole delivery to the transport's subscription together. The rest
+of the pipeline never looks at broker-specific types.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi_stream.core import codec
 
-__all__ = ["OutgoingMessage", "Settlement", "StreamMessage", "new_message_id"]
+__all__ = ["OutgoingMessage", "Settlement", "Settler", "StreamMessage", "new_message_id"]
 
 
 def new_message_id() -> str:
@@ -30,6 +32,15 @@ class Settlement(enum.Enum):
     REJECT = "reject"  #: never to be processed; dropped or dead-lettered by the broker
 
 
+class Settler(Protocol):
+    """Where a message's settlement goes: the core's consume loop, which collects them and
+    hands them to the transport in bulk."""
+
+    async def settled(self, message: StreamMessage, delay: float) -> None:
+        """``message`` was just settled (``message.settlement``); ``delay`` is the wait
+        before redelivery asked for by a nack."""
+
+
 class StreamMessage:
     """One delivery of a message: the raw body, its metadata and how to settle it.
 
@@ -40,6 +51,7 @@ class StreamMessage:
 
     __slots__ = (
         "_settlement",
+        "_settler",
         "body",
         "channel",
         "content_type",
@@ -79,6 +91,8 @@ class StreamMessage:
         #: The broker client's own message object, for what the common API does not cover.
         self.raw_message = raw_message
         self._settlement: Settlement | None = None
+        #: Set by the core when it delivers the message.
+        self._settler: Settler | None = None
 
     def __repr__(self) -> str:
         return (
@@ -99,22 +113,32 @@ class StreamMessage:
         """Mark the message processed."""
         if self._settlement is None:
             self._settlement = Settlement.ACK
-            await self._ack()
+            if self._settler is not None:
+                await self._settler.settled(self, 0.0)
+            else:
+                await self._ack()
 
     async def nack(self, delay: float = 0.0) -> None:
-        """Hand the message back to the broker for another delivery, after ``delay`` seconds
-        where the broker supports a delay."""
+        """Hand the message back to the broker for another delivery, after ``delay``
+        seconds (the core keeps the message meanwhile; the consumer goes on)."""
         if self._settlement is None:
             self._settlement = Settlement.NACK
-            await self._nack(delay)
+            if self._settler is not None:
+                await self._settler.settled(self, delay)
+            else:
+                await self._nack(delay)
 
     async def reject(self) -> None:
         """Refuse the message for good: the broker drops it or moves it to its dead letters."""
         if self._settlement is None:
             self._settlement = Settlement.REJECT
-            await self._reject()
+            if self._settler is not None:
+                await self._settler.settled(self, 0.0)
+            else:
+                await self._reject()
 
-    # Transports override these three to talk to their broker.
+    # Transports that deliver by themselves (before the core owned consuming) override
+    # these three; a message the core delivered is settled through its settler.
     async def _ack(self) -> None:
         return None
 

@@ -1,27 +1,17 @@
 """Result publishes sent together: one round trip per delivery instead of one per message.
 
 A subscriber publishes what a handler returns (to its ``@publisher`` channels and to
-``reply_to``) before it acks the message it answers. A transport that settles a delivery's
-messages together once the delivery is handled (Redis acks a whole fetch with one command)
-can send those publishes together too, just before the acks:
-
-* around ``deliver(messages)`` it opens an outbox with :func:`collecting`;
-* the subscriber marks result publishes with :func:`begin_result` / :func:`end_result`;
-* the transport's ``publish`` hands such a publish to :func:`defer`, which keeps it in the
-  outbox and returns ``True`` when the open outbox is this transport's own (``False``:
-  publish now; a result published through another broker goes out at once);
-* after ``deliver`` returns, the transport sends the outbox and only then the acks. If the
-  outbox cannot be sent it sends no acks either, so every message of the delivery is
-  delivered again: at-least-once holds, results may be published twice, never lost.
-
-A transport whose publishes are asynchronous already (Kafka's producer returns a future)
-can instead :func:`take` a message's results when the core acks it, and settle the message
-once they are confirmed (or hand it back if one failed).
+``reply_to``) before it acks the message it answers. The consume loop (``core/consume.py``)
+opens an outbox with :func:`collecting` around each delivery, owned by the broker; the
+subscriber marks result publishes with :func:`begin_result` / :func:`end_result`; the
+broker hands such a publish to :func:`defer`, which keeps it in the outbox. After the
+delivery the loop sends the outbox with ``Transport.publish_many`` and only then the
+delivery's settlements; if the outbox cannot be sent, those messages are delivered again:
+results may be published twice, never lost.
 
 Only results wait: a publish the handler awaits itself goes out before the ``await``
 returns, since the handler may depend on it (wait for a reply, tell an HTTP client).
-An outbox opens only where the core handles the delivery inline (``max_workers=1``);
-with concurrent workers ``deliver`` returns before the handlers finish.
+A result published through another broker goes out at once (the open outbox is not its).
 """
 
 from __future__ import annotations

@@ -1,19 +1,21 @@
-"""The common half of request/reply for transports: waiting requests by reply address.
+"""Request/reply for every transport: requests waiting for their reply, by correlation id.
 
-A transport that receives replies on addresses of its own (an inbox channel, a reply
-topic) gives each request a fresh address, publishes, and hands every reply it receives to
-:meth:`Replies.resolve`; a timed-out request leaves nothing behind.
+A transport that receives replies on an address of its own (an inbox channel, a reply
+topic, RabbitMQ's direct reply-to) publishes each request with ``reply_to`` set to that
+address through :meth:`Replies.request`, and hands every message arriving there to
+:meth:`Replies.resolve`. The responder copies the request's correlation id onto its
+reply (the core does), which finds the waiting request. A timed-out request leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from fastapi_stream.core.errors import RequestTimeout
-from fastapi_stream.core.message import OutgoingMessage
+from fastapi_stream.core.errors import RequestTimeout, StreamError
+from fastapi_stream.core.message import OutgoingMessage, new_message_id
 
 __all__ = ["Replies"]
 
@@ -21,15 +23,10 @@ T = TypeVar("T")
 
 
 class Replies(Generic[T]):
-    """Requests waiting for a reply, each on an address ``f"{prefix}.{n}"``."""
+    """Requests waiting for a reply, each under its correlation id."""
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+    def __init__(self) -> None:
         self._waiting: dict[str, asyncio.Future[T]] = {}
-        self._ids = itertools.count(1)
-
-    def __contains__(self, address: str) -> bool:
-        return address in self._waiting
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -37,15 +34,19 @@ class Replies(Generic[T]):
     async def request(
         self,
         message: OutgoingMessage,
+        reply_to: str,
         timeout: float,
         publish: Callable[[OutgoingMessage], Awaitable[None]],
     ) -> T:
-        """Set ``message.reply_to`` to a fresh address, publish, and wait for the reply;
-        raise :class:`RequestTimeout` after ``timeout`` seconds."""
-        address = f"{self.prefix}.{next(self._ids)}"
+        """Publish ``message`` asking for its reply at ``reply_to`` and wait for it; raise
+        :class:`RequestTimeout` after ``timeout`` seconds."""
+        correlation_id = message.correlation_id or new_message_id()
+        if correlation_id in self._waiting:
+            raise StreamError(f"a request with correlation id {correlation_id!r} is waiting")
+        message.correlation_id = correlation_id
+        message.reply_to = reply_to
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting[address] = waiter
-        message.reply_to = address
+        self._waiting[correlation_id] = waiter
         try:
             async with asyncio.timeout(timeout):
                 await publish(message)
@@ -53,11 +54,11 @@ class Replies(Generic[T]):
         except TimeoutError:
             raise RequestTimeout(f"no reply from {message.channel!r} within {timeout}s") from None
         finally:
-            del self._waiting[address]
+            del self._waiting[correlation_id]
 
-    def resolve(self, address: str, reply: T) -> bool:
-        """Hand ``reply`` to the request waiting on ``address``; whether one was."""
-        waiter = self._waiting.get(address)
+    def resolve(self, correlation_id: str | None, reply: T) -> bool:
+        """Hand ``reply`` to the request waiting under ``correlation_id``; whether one was."""
+        waiter = self._waiting.get(correlation_id or "")
         if waiter is None:
             return False
         if not waiter.done():

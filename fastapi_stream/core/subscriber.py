@@ -18,13 +18,14 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import params
 
 from fastapi_stream.core import codec, outbox
 from fastapi_stream.core.channel import ChannelPattern
+from fastapi_stream.core.consume import ConsumeLoop
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError, PayloadError
 from fastapi_stream.core.handler import CallContext, CallPlan
@@ -32,7 +33,7 @@ from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.middleware import ConsumeNext, Middleware, chain_consume
 from fastapi_stream.core.policy import AckPolicy, Retry
 from fastapi_stream.core.publisher import Response
-from fastapi_stream.core.transport import Subscription, SubscriptionSpec
+from fastapi_stream.core.transport import SubscriptionSpec
 from fastapi_stream.observability.logging import enter_message, leave_message
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Subscriber:
         dead_letter: str | None = None,
         max_workers: int = 1,
         prefetch: int | None = None,
+        max_body_bytes: int | None = None,
         batch: bool = False,
         dependencies: Sequence[params.Depends] = (),
         middlewares: Sequence[Middleware] = (),
@@ -88,6 +90,8 @@ class Subscriber:
         self.retry = retry
         self.dead_letter = dead_letter
         self.max_workers = max_workers
+        #: Larger bodies are rejected before decoding (``None``: the broker's limit).
+        self.max_body_bytes = max_body_bytes
         self.batch = batch
         self.prefetch = prefetch if prefetch is not None else max(100, max_workers)
         self.middlewares = list(middlewares)
@@ -99,13 +103,8 @@ class Subscriber:
         self.dependencies = list(dependencies)
         self.plan = self._plan()
         self.broker: StreamBroker | None = None
-        self._subscription: Subscription | None = None
+        self._loop: ConsumeLoop | None = None
         self._consume: ConsumeNext = self._call_handler
-        self._stopping = False
-        self._active: set[asyncio.Task[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._slots: asyncio.Semaphore | None = None
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._stop_task: asyncio.Future[None] | None = None
         self._observers: list[Middleware] = []
@@ -131,16 +130,15 @@ class Subscriber:
 
     @property
     def running(self) -> bool:
-        return self._subscription is not None and not self._stopping
+        return self._loop is not None and not self._loop.stopping
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, broker: StreamBroker) -> None:
         """Begin consuming through ``broker``'s transport."""
-        if self._subscription is not None:
+        if self._loop is not None:
             return
         self.broker = broker
-        self._stopping = False
         self._policy = self.ack_policy or broker.ack_policy
         self._retry = self.retry or broker.retry
         self._dead_letter = self.dead_letter or broker.dead_letter
@@ -148,9 +146,7 @@ class Subscriber:
         self._consume = chain_consume(middlewares, self._call_handler)
         self._observers = [m for m in middlewares if type(m).settled is not Middleware.settled]
         self._log_level = broker.message_log_level
-        self._slots = asyncio.Semaphore(self.max_workers) if self.max_workers > 1 else None
-        self._idle = asyncio.Event()  # made here: an asyncio primitive belongs to one loop
-        self._idle.set()
+        self._max_body = self.max_body_bytes or broker.max_body_bytes
         spec = SubscriptionSpec(
             channel=self.channel,
             group=self.group,
@@ -160,7 +156,10 @@ class Subscriber:
             max_attempts=self._retry.max_attempts,
             options=self.options,
         )
-        self._subscription = await broker.transport.subscribe(spec, self.deliver)
+        loop = ConsumeLoop(self, broker, eager_acks=self._policy is AckPolicy.ACK_FIRST)
+        subscription = await broker.transport.subscribe(spec, loop.deliver)
+        loop.start(subscription)
+        self._loop = loop
 
     async def stop(self, timeout: float) -> None:
         """Stop fetching, let in-flight handlers finish for up to ``timeout`` seconds, then
@@ -168,7 +167,7 @@ class Subscriber:
 
         A second call while the first drains waits for the same drain."""
         if self._stop_task is None:
-            if self._subscription is None:
+            if self._loop is None:
                 return
             self._stop_task = asyncio.ensure_future(self._stop(timeout))
         task = self._stop_task
@@ -179,74 +178,9 @@ class Subscriber:
                 self._stop_task = None
 
     async def _stop(self, timeout: float) -> None:
-        subscription, self._subscription = self._subscription, None
-        assert subscription is not None
-        self._stopping = True
-        await subscription.stop()
-        if self._active:
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except TimeoutError:
-                pending = list(self._active)
-                self._log().warning(
-                    "subscriber %s: %d handler(s) still running after the %.1fs graceful "
-                    "timeout were cancelled; their messages stay unacknowledged",
-                    self.channel,
-                    len(pending),
-                    timeout,
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-
-    # -- delivery ----------------------------------------------------------------------
-
-    async def deliver(self, messages: Sequence[StreamMessage]) -> None:
-        """The transport's entry point (never called concurrently for one subscription).
-
-        A batch subscriber handles the messages of one delivery together; others handle
-        them one by one, inline or, with ``max_workers`` > 1, in worker tasks.
-        """
-        jobs: Sequence[Any] = (messages,) if self.batch else messages
-        handle: Callable[[Any], Awaitable[None]] = (
-            self.process_batch if self.batch else self.process
-        )
-        if self._slots is None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._enter(task)
-            try:
-                for job in jobs:
-                    if self._stopping:
-                        return
-                    await handle(job)
-            finally:
-                self._leave(task)
-            return
-        for job in jobs:
-            await self._slots.acquire()
-            if self._stopping:
-                self._slots.release()
-                return
-            worker = asyncio.create_task(self._work(handle, job))
-            self._enter(worker)
-            worker.add_done_callback(self._leave)
-
-    async def _work(self, handle: Callable[[Any], Awaitable[None]], job: Any) -> None:
-        assert self._slots is not None
-        try:
-            await handle(job)
-        finally:
-            self._slots.release()
-
-    def _enter(self, task: asyncio.Task[Any]) -> None:
-        self._active.add(task)
-        self._idle.clear()
-
-    def _leave(self, task: asyncio.Task[Any]) -> None:
-        self._active.discard(task)
-        if not self._active:
-            self._idle.set()
+        loop, self._loop = self._loop, None
+        assert loop is not None
+        await loop.stop(timeout)
 
     async def process(self, message: StreamMessage) -> None:
         """Run one message through the pipeline and settle it."""
@@ -277,6 +211,8 @@ class Subscriber:
             message.path = self.channel.match(message.channel) or {}
         error: Exception | None = None
         try:
+            if self._max_body is not None and len(message.body) > self._max_body:
+                raise self._too_large(message)
             await self._consume(message)
         except PayloadError as exc:
             error = exc
@@ -321,6 +257,8 @@ class Subscriber:
         invalid: PayloadError | None = None
         for message in messages:
             try:
+                if self._max_body is not None and len(message.body) > self._max_body:
+                    raise self._too_large(message)
                 items.append(self.plan.validate_item(message))
             except PayloadError as exc:
                 await self._reject_invalid(message, exc)
@@ -342,8 +280,8 @@ class Subscriber:
             await self._publish_result(valid[0], result, reply=False)
         except Exception as exc:
             error = exc
-            # Last first: brokers that requeue at the head then keep the batch's order.
-            for message in reversed(valid):
+            # In order: the core hands the nacks to the transport together, in this order.
+            for message in valid:
                 await self._handle_failure(message, exc)
         else:
             if self._policy is AckPolicy.ACK:
@@ -423,6 +361,12 @@ class Subscriber:
 
     def _log(self) -> logging.Logger:
         return self.broker.logger if self.broker is not None else logging.getLogger(__name__)
+
+    def _too_large(self, message: StreamMessage) -> PayloadError:
+        return PayloadError(
+            f"body of {len(message.body)} bytes is over the limit of {self._max_body} "
+            "(max_body_bytes)"
+        )
 
     async def _reject_invalid(self, message: StreamMessage, exc: PayloadError) -> None:
         self._log().error(

@@ -1,9 +1,12 @@
 """The seam between the broker-agnostic core and one broker's client library.
 
-A transport moves bytes: it connects, publishes :class:`OutgoingMessage`, delivers
-:class:`StreamMessage` objects (which it subclasses to settle them with its broker) and
-answers requests. Decoding, validation, dependency injection, middlewares and the ack
-policy all live above it, once, in the core.
+A transport says what only its broker can do: connect, publish one message or many,
+answer requests, and per subscriber a :class:`Subscription` that fetches messages,
+settles them in bulk, redelivers the ones the core nacked and hands back what is
+unsettled at stop. The core owns everything that is the same for every broker: the
+consume loop and its stop rule, concurrency, the reconnect backoff, delayed redelivery,
+result batching, decoding, validation, dependency injection, middlewares and the ack
+policy (see ``core/consume.py`` and ``docs/transports.md``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 
 __all__ = ["DEFAULT_ROUTING", "Deliver", "Routing", "Subscription", "SubscriptionSpec", "Transport"]
 
-#: Called by a transport with messages it fetched. It returns once the core is done with
-#: them (processed, or handed to workers when the subscriber is concurrent). A transport
-#: that fetches in batches passes the whole batch at once.
+#: The core's entry point for messages a transport hands over at once instead of being
+#: fetched: only a broker inside the process that must deliver synchronously (the test
+#: broker's inline engine) calls it. It returns once the messages are handled and settled.
 Deliver = Callable[[Sequence[StreamMessage]], Awaitable[None]]
 
 
@@ -69,13 +72,64 @@ class Routing:
 DEFAULT_ROUTING = Routing()
 
 
-class Subscription(abc.ABC):
-    """A running consumer inside a transport."""
+class Subscription:
+    """One subscriber's consumer inside a transport, driven by the core's consume loop.
 
-    @abc.abstractmethod
+    The loop calls :meth:`fetch` again and again (never two at once), hands what it got to
+    the handlers, and settles the results through :meth:`settle` and :meth:`redeliver`,
+    which may run while a fetch is waiting. A fetch that raises is retried after the
+    router's reconnect backoff: a subscription re-establishes whatever it needs (a
+    subscription, a consumer group) in its next ``fetch``. At stop the loop cancels a
+    waiting fetch (never a delivery), lets the handlers finish, settles, and calls
+    :meth:`close`.
+    """
+
+    #: Seconds between :meth:`keepalive` calls, ``None`` for none.
+    keepalive_interval: float | None = None
+
+    async def fetch(self, limit: int) -> Sequence[StreamMessage]:
+        """Wait for the next messages and return at most ``limit`` of them. Return ``[]``
+        now and then (a second or so) when nothing arrives; raise when the broker fails."""
+        raise NotImplementedError
+
+    async def settle(
+        self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
+    ) -> None:
+        """Tell the broker that ``acked`` are processed and ``rejected`` are never to be
+        (dropped, or dead-lettered by the broker itself). One round trip where the broker
+        allows. Raising leaves the messages unsettled: the broker delivers them again."""
+        return None
+
+    async def redeliver(self, messages: Sequence[StreamMessage]) -> None:
+        """Hand ``messages`` back for another delivery, now (the core waited out any
+        delay). A broker that cannot redeliver (pub/sub) does nothing. Raising keeps them
+        in the core, which tries again after the broker is back."""
+        return None
+
+    async def keepalive(self) -> None:
+        """Called every ``keepalive_interval`` seconds while the subscription runs, for a
+        broker that must hear from a live consumer (Redis streams keep its unsettled
+        entries fresh, so no other consumer claims them). Raising is logged and retried
+        with the backoff."""
+        return None
+
+    async def close(self) -> None:
+        """Give up consuming: hand back to the broker every message fetched and not
+        settled (in order where the broker keeps one) and release what the subscription
+        holds. Called once, after the handlers are done; never raises."""
+        return None
+
+    # -- before the core owned consuming (transports not yet moved to fetch) ------------
+
     async def stop(self) -> None:
-        """Stop fetching. Messages delivered and not yet settled are left to the broker,
-        which delivers them again (unacknowledged means unprocessed)."""
+        """Stop a subscription that calls ``deliver`` itself."""
+        return None
+
+    @property
+    def fetches(self) -> bool:
+        """Whether the core drives this subscription through :meth:`fetch` (one that
+        delivers by itself overrides :meth:`stop`)."""
+        return type(self).stop is Subscription.stop
 
 
 class Transport(abc.ABC):
@@ -114,9 +168,19 @@ class Transport(abc.ABC):
         subscription or task behind.
         """
 
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Send ``messages`` (the results of one delivery) and return once the broker
+        confirmed them all; raise :class:`~fastapi_stream.PublishError` if any failed.
+        Brokers that pipeline or confirm asynchronously override this to send them
+        together."""
+        for message in messages:
+            await self.publish(message)
+
     @abc.abstractmethod
     async def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Subscription:
-        """Start consuming ``spec`` and hand every delivery to ``deliver``."""
+        """Set up consuming ``spec`` and return its :class:`Subscription`, ready to fetch.
+        Raise :class:`~fastapi_stream.TransportError` (or a ``ConfigurationError`` that
+        says what to fix) when it cannot be set up."""
 
     def describe(self) -> str:
         """The broker's address for logs, docs and health output, without credentials."""

@@ -668,7 +668,7 @@ class KafkaSubscription(Subscription):
         for result in results:
             result.add_done_callback(sent)
 
-    def settle(self, message: KafkaMessage, how: Settlement, delay: float = 0.0) -> None:
+    def settle(self, message: KafkaMessage, how: Settlement, delay: float = 0.0) -> None:  # type: ignore[override]  # legacy, replaced by the port
         ledger = message._ledger
         if message._lane is not None:
             self.busy_lanes.discard(message._lane)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi_stream.core.errors import PublishError, StreamError
@@ -33,6 +34,8 @@ __all__ = ["Consumer", "MemoryEngine", "MemoryMessage"]
 #: A message nacked this many times in a row in inline mode is a test bug, not a retry.
 _INLINE_REDELIVERY_LIMIT = 1000
 _private_ids = itertools.count(1)
+#: Where replies to requests go (caught by publish before any routing).
+_INBOX = "_replies"
 
 
 class _Signal:
@@ -77,11 +80,11 @@ class _Delivery:
 
 
 class MemoryMessage(StreamMessage):
-    """A message delivered by the memory engine; settling it updates its group."""
+    """A message delivered by the memory engine; ``raw_message`` is what was published."""
 
-    __slots__ = ("_consumer", "_delivery")
+    __slots__ = ("delivery",)
 
-    def __init__(self, delivery: _Delivery, consumer: Consumer) -> None:
+    def __init__(self, delivery: _Delivery) -> None:
         out = delivery.message
         super().__init__(
             out.body,
@@ -94,77 +97,67 @@ class MemoryMessage(StreamMessage):
             delivery_attempt=delivery.attempts,
             raw_message=out,
         )
-        self._delivery = delivery
-        self._consumer = consumer
-
-    async def _ack(self) -> None:
-        self._consumer.unacked.pop(self._delivery, None)
-
-    async def _reject(self) -> None:
-        self._consumer.unacked.pop(self._delivery, None)
-
-    async def _nack(self, delay: float) -> None:
-        consumer = self._consumer
-        consumer.unacked.pop(self._delivery, None)
-        if consumer.group.inline:
-            return  # the inline publisher delivers it again right away
-        consumer.group.requeue(self._delivery, delay)
+        self.delivery = delivery
 
 
 class Consumer(Subscription):
     """One subscriber's share of a group. Like a channel of a real broker, it keeps the
-    messages it delivered until they are settled, and hands back the unsettled ones only
-    when the transport closes (``release``), after the subscriber drained."""
+    messages it handed out until they are settled, and gives the unsettled ones back to
+    the group when it closes."""
 
-    def __init__(self, group: _Group, deliver: Deliver, prefetch: int, *, private: bool) -> None:
+    def __init__(self, group: _Group, deliver: Deliver, *, private: bool) -> None:
         self.group = group
         self.private = private
         self.deliver = deliver
-        self.prefetch = max(1, prefetch)
         self.unacked: dict[_Delivery, None] = {}  # a dict keeps delivery order
-        self.task: asyncio.Task[None] | None = None
-        self.waiting = False
-        self.stopped = False
+        self.closed = False
 
-    def start(self) -> None:
-        if not self.group.inline:
-            self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
+    async def fetch(self, limit: int) -> Sequence[StreamMessage]:
         group = self.group
-        while not self.stopped:
-            if not group.queue:
-                self.waiting = True
-                try:
-                    await group.wait_for_messages()
-                finally:
-                    self.waiting = False
-                continue
-            # A lone consumer takes what is there in one go; competing ones take turns.
-            size = self.prefetch if len(group.consumers) == 1 else 1
-            batch = group.take(size)
-            self.unacked.update(dict.fromkeys(batch))
-            await self.deliver([MemoryMessage(delivery, self) for delivery in batch])
-            if len(group.consumers) > 1:
-                await asyncio.sleep(0)  # let the competing consumers take their turn
+        if group.inline:
+            await _forever()  # the inline engine delivers at publish; stop cancels this
+        if len(group.consumers) > 1:
+            await asyncio.sleep(0)  # let the competing consumers take their turn
+        if not group.queue:
+            await group.wait_for_messages()
+        # A lone consumer takes what is there in one go; competing ones take turns.
+        batch = group.take(limit if len(group.consumers) == 1 else 1)
+        self.unacked.update(dict.fromkeys(batch))
+        return [MemoryMessage(delivery) for delivery in batch]
 
-    async def stop(self) -> None:
-        if self.stopped:
+    async def settle(
+        self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
+    ) -> None:
+        unacked = self.unacked
+        for message in (*acked, *rejected):
+            unacked.pop(message.delivery, None)  # type: ignore[attr-defined]
+
+    async def redeliver(self, messages: Sequence[StreamMessage]) -> None:
+        for message in reversed(messages):  # requeued at the head: keep their order
+            delivery: _Delivery = message.delivery  # type: ignore[attr-defined]
+            if delivery in self.unacked:
+                del self.unacked[delivery]
+                if not self.group.inline:  # inline: the publisher delivers it again
+                    self.group.requeue(delivery)
+
+    async def close(self) -> None:
+        """Unsettled means unprocessed: hand those messages back to the group, in order."""
+        if self.closed:
             return
-        self.stopped = True
-        self.group.consumers.remove(self)
+        self.closed = True
+        group = self.group
+        group.consumers.remove(self)
         if self.private:
             # A private group dies with its consumer, or it would fill up unread.
-            self.group.engine.drop(self.group)
-        if self.task is not None and self.waiting:
-            self.task.cancel()
-
-    def release(self) -> None:
-        """Unsettled means unprocessed: hand those messages back to the group, in order."""
+            group.engine.drop(group)
         if self.unacked:
-            self.group.queue.extendleft(reversed(list(self.unacked)))
+            group.queue.extendleft(reversed(list(self.unacked)))
             self.unacked.clear()
-            self.group.wake()
+            group.wake()
+
+
+async def _forever() -> None:
+    await asyncio.get_running_loop().create_future()
 
 
 class _Group:
@@ -210,15 +203,10 @@ class _Group:
             self._has_messages.set()
         return batch
 
-    def requeue(self, delivery: _Delivery, delay: float) -> None:
-        def back() -> None:
-            self.queue.appendleft(delivery)
-            self._has_messages.set()
-
-        if delay > 0:
-            asyncio.get_running_loop().call_later(delay, back)
-        else:
-            back()
+    def requeue(self, delivery: _Delivery) -> None:
+        """Put ``delivery`` back at the head of the queue, for another delivery."""
+        self.queue.appendleft(delivery)
+        self._has_messages.set()
 
     def next_consumer(self) -> Consumer:
         self._turn = (self._turn + 1) % len(self.consumers)
@@ -248,7 +236,7 @@ class MemoryEngine:
         # With the default routing, plain channel names are looked up, not scanned.
         self._by_channel: dict[str, list[_Group]] = {}
         self._scanned: list[_Group] = []
-        self._replies: Replies[OutgoingMessage] = Replies("_reply")
+        self._replies: Replies[OutgoingMessage] = Replies()
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -264,9 +252,8 @@ class MemoryEngine:
                 self._by_channel.setdefault(spec.channel.template, []).append(group)
             else:
                 self._scanned.append(group)
-        consumer = Consumer(group, deliver, spec.prefetch, private=private)
+        consumer = Consumer(group, deliver, private=private)
         group.consumers.append(consumer)
-        consumer.start()
         return consumer
 
     def drop(self, group: _Group) -> None:
@@ -290,7 +277,8 @@ class MemoryEngine:
     # -- publishing --------------------------------------------------------------------
 
     async def publish(self, message: OutgoingMessage) -> None:
-        if self._replies.resolve(message.channel, message):
+        if message.channel == _INBOX:
+            self._replies.resolve(message.correlation_id, message)
             return
         for group in self._groups_for(message):
             if self.inline:
@@ -305,7 +293,7 @@ class MemoryEngine:
             consumer = group.next_consumer()
             delivery.attempts += 1
             consumer.unacked[delivery] = None
-            message = MemoryMessage(delivery, consumer)
+            message = MemoryMessage(delivery)
             try:
                 await consumer.deliver([message])
             except Exception:
@@ -322,7 +310,7 @@ class MemoryEngine:
         )
 
     async def request(self, message: OutgoingMessage, timeout: float) -> OutgoingMessage:
-        return await self._replies.request(message, timeout, self.publish)
+        return await self._replies.request(message, _INBOX, timeout, self.publish)
 
     def stats(self) -> dict[str, Any]:
         """Queued and unacknowledged messages per group, for health output and tests."""

@@ -85,8 +85,7 @@ class MemoryTransport(Transport):
         self._connected = False
         consumers, self._consumers = self._consumers, []
         for consumer in consumers:
-            await consumer.stop()
-            consumer.release()
+            await consumer.close()
 
     async def ping(self, timeout: float) -> bool:
         return self._connected

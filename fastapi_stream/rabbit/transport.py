@@ -177,7 +177,7 @@ class _Consumer(Subscription):
             except Exception as exc:
                 logger.debug("basic.cancel on %r failed: %s", self.queue.name, _reason(exc))
 
-    async def settle(self, message: RabbitMessage, how: Settlement) -> None:
+    async def settle(self, message: RabbitMessage, how: Settlement) -> None:  # type: ignore[override]  # legacy
         raw: AbstractIncomingMessage = message.raw_message
         try:
             if how is Settlement.ACK:

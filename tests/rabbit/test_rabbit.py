@@ -390,7 +390,7 @@ async def test_publish_during_an_outage_raises_in_time_then_recovers(
 
 
 async def test_unreachable_broker_fails_clearly_without_credentials() -> None:
-    rabbit = StreamRouter("amqp://guest:s3cret-pw@127.0.0.1:1/")
+    rabbit = StreamRouter("amqp://guest:s3cret-pw@127.0.0.1:1/", fail_fast=True)
     with pytest.raises(TransportError) as error:
         await rabbit.broker.start()
     await rabbit.broker.close()
@@ -401,7 +401,7 @@ async def test_unreachable_broker_fails_clearly_without_credentials() -> None:
 
 
 async def test_wrong_password_fails_clearly_without_credentials() -> None:
-    rabbit = StreamRouter("amqp://guest:wrong-s3cret@127.0.0.1:5672/")
+    rabbit = StreamRouter("amqp://guest:wrong-s3cret@127.0.0.1:5672/", fail_fast=True)
     with pytest.raises(TransportError) as error:
         await rabbit.broker.start()
     await rabbit.broker.close()

@@ -25,9 +25,10 @@ from fastapi_stream import (
     StreamMessage,
     TransportError,
 )
+from fastapi_stream.core.envelope import ENVELOPE_PREFIX
+from fastapi_stream.core.envelope import unpack as decode_value
 from fastapi_stream.redis import PubSub, RedisTransport, StreamSub
 from fastapi_stream.redis.options import Kind
-from fastapi_stream.redis.transport import ENVELOPE_PREFIX, decode_value
 from fastapi_stream.testing import TestStreamBroker
 
 from .conftest import URL, client_ids, eventually, router
@@ -308,15 +309,15 @@ async def test_results_that_cannot_be_published_are_handled_again(
     app = router(uid)
     transport = app.broker.transport
     assert isinstance(transport, RedisTransport)
-    send_results = transport.send_results
+    publish_many = transport.publish_many
     failures = [PublishError("Redis went away")]
 
     async def flaky(items: Any) -> None:
         if failures:
             raise failures.pop()
-        await send_results(items)
+        await publish_many(items)
 
-    monkeypatch.setattr(transport, "send_results", flaky)
+    monkeypatch.setattr(transport, "publish_many", flaky)
 
     @app.subscriber(stream=source)
     @app.publisher(list=results)

@@ -1,0 +1,407 @@
+"""The consume loop: the one place where messages come in, for every broker.
+
+A :class:`ConsumeLoop` drives one subscriber's :class:`~fastapi_stream.core.transport.
+Subscription`::
+
+    fetch ─► handle (inline, in workers, or as one batch) ─► publish the results together
+          ─► settle together ─► fetch ...
+
+and beside it keeps the messages the handlers nacked with a delay, handing each back to
+the subscription when its time comes (and again after the broker is back, if it was
+down then). Its rules hold for every transport alike:
+
+* **stop interrupts a fetch, never a delivery**: at stop a waiting fetch (or a backoff
+  wait) is cancelled; messages being handled finish within the graceful timeout, or are
+  cancelled and left unsettled, so the broker delivers them again;
+* **results before settlements**: what the handlers of a delivery returned is published
+  in one ``publish_many`` call, and the delivery's acks go out only once the broker
+  confirmed it; if it did not, those messages are handled again (at-least-once);
+* **one backoff**: a fetch, settle or redelivery that fails waits as the broker's
+  :class:`~fastapi_stream.core.backoff.Backoff` says, with one log line per wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi_stream.core import outbox
+from fastapi_stream.core.backoff import Reconnecting
+from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
+from fastapi_stream.core.transport import Subscription
+
+if TYPE_CHECKING:
+    from fastapi_stream.core.broker import StreamBroker
+    from fastapi_stream.core.subscriber import Subscriber
+
+__all__ = ["ConsumeLoop"]
+
+#: A fetch that neither returns nor raises for this long is taken for a dead connection.
+FETCH_TIMEOUT = 30.0
+#: When a delivery's results could not be published, its messages are handled again after:
+RESULTS_RETRY_DELAY = 1.0
+
+
+class _Job:
+    """The settlements of one delivery (a fetched batch handled inline, one message in a
+    worker, or one batch-handler call), sent to the subscription together at its end."""
+
+    __slots__ = ("acked", "again", "loop", "rejected")
+
+    def __init__(self, loop: ConsumeLoop, messages: Sequence[StreamMessage]) -> None:
+        self.loop = loop
+        self.acked: list[StreamMessage] = []
+        self.rejected: list[StreamMessage] = []
+        self.again: list[StreamMessage] = []
+        for message in messages:
+            message._settler = self
+
+    async def settled(self, message: StreamMessage, delay: float) -> None:
+        settlement = message.settlement
+        if settlement is Settlement.ACK:
+            if self.loop.eager_acks:
+                await self.loop.settle((message,), ())  # at-most-once: before the handler
+            else:
+                self.acked.append(message)
+        elif settlement is Settlement.REJECT:
+            self.rejected.append(message)
+        elif delay > 0:
+            self.loop.redeliver_later(message, delay)
+        else:
+            self.again.append(message)
+
+    async def finish(self, results: Sequence[OutgoingMessage]) -> None:
+        loop = self.loop
+        if results:
+            try:
+                await loop.broker.transport.publish_many(results)
+            except Exception as exc:
+                loop.log.warning(
+                    "subscriber %s: %d result(s) not published (%s); the %d message(s) they "
+                    "answer are handled again in %.0fs",
+                    loop.name,
+                    len(results),
+                    exc,
+                    len(self.acked),
+                    RESULTS_RETRY_DELAY,
+                )
+                for message in self.acked:
+                    loop.redeliver_later(message, RESULTS_RETRY_DELAY)
+                self.acked = []
+        await loop.settle(self.acked, self.rejected)
+        if self.again:
+            await loop.redeliver(self.again)
+
+
+class ConsumeLoop:
+    """Fetches for one :class:`~fastapi_stream.core.subscriber.Subscriber` and runs what
+    it fetched through the subscriber's pipeline."""
+
+    def __init__(
+        self, subscriber: Subscriber, broker: StreamBroker, *, eager_acks: bool = False
+    ) -> None:
+        self.subscriber = subscriber
+        self.broker = broker
+        #: Send acks at once instead of with the delivery's other settlements (ACK_FIRST).
+        self.eager_acks = eager_acks
+        self.name = subscriber.name
+        self.log = broker.logger
+        self.subscription: Subscription | None = None
+        self.batch = subscriber.batch
+        self.limit = subscriber.prefetch
+        self.reconnect = Reconnecting(
+            f"consuming {subscriber.channel} for {self.name}", broker.reconnect, self.log
+        )
+        self.stopping = False
+        self._fetching = False  # waiting for the broker: the one place stop may cancel
+        self._task: asyncio.Task[None] | None = None
+        self._slots = (
+            asyncio.Semaphore(subscriber.max_workers) if subscriber.max_workers > 1 else None
+        )
+        self._active: set[asyncio.Future[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Messages nacked with a delay: (due, order, message), handed back when due.
+        self._later: list[tuple[float, int, StreamMessage]] = []
+        self._order = itertools.count()
+        self._retrier: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._wake_retrier = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, subscription: Subscription) -> None:
+        """Consume from ``subscription``: in a task of its own when the core fetches, or
+        as the target of a transport that calls ``deliver`` itself."""
+        self.subscription = subscription
+        if subscription.fetches:
+            self._task = asyncio.create_task(self._run(), name=f"consume {self.name}")
+            self._retrier = asyncio.create_task(self._redeliver_when_due())
+            if subscription.keepalive_interval is not None:
+                self._keepalive = asyncio.create_task(
+                    self._keep_alive(subscription, subscription.keepalive_interval)
+                )
+
+    async def stop(self, timeout: float) -> None:
+        """Stop fetching, let the handlers finish for up to ``timeout`` seconds, cancel the
+        rest (their messages stay unsettled), then close the subscription."""
+        self.stopping = True
+        subscription = self.subscription
+        assert subscription is not None
+        if self._task is not None:
+            if self._fetching:
+                self._task.cancel()
+        else:
+            await subscription.stop()  # a transport that delivers by itself
+        running = [*([self._task] if self._task is not None else []), *self._active]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            if pending:
+                self.log.warning(
+                    "subscriber %s: %d handler(s) still running after the %.1fs graceful "
+                    "timeout were cancelled; their messages stay unacknowledged",
+                    self.name,
+                    len(pending),
+                    timeout,
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        helpers = [task for task in (self._retrier, self._keepalive) if task is not None]
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        # What is still unsettled (cancelled, not reached, nacked for later) goes back.
+        if subscription.fetches:
+            await subscription.close()
+
+    # -- fetching ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        subscription = self.subscription
+        assert subscription is not None
+        while not self.stopping:
+            self._fetching = True
+            try:
+                async with asyncio.timeout(FETCH_TIMEOUT):
+                    messages = await subscription.fetch(self.limit)
+            except asyncio.CancelledError:
+                if self.stopping:
+                    return
+                raise
+            except Exception as exc:
+                try:
+                    await self.reconnect.failed(exc)
+                except asyncio.CancelledError:
+                    if self.stopping:
+                        return
+                    raise
+                continue
+            finally:
+                self._fetching = False
+            if self.reconnect.failing:
+                self.reconnect.succeeded()
+                self._wake_retrier.set()  # redeliveries that failed meanwhile: now
+            if messages and not self.stopping:
+                await self.handle(messages)
+
+    # -- handling ----------------------------------------------------------------------
+
+    async def deliver(self, messages: Sequence[StreamMessage]) -> None:
+        """Handle ``messages`` now (a transport that delivers by itself calls this).
+        Errors reach the caller when the broker raises them (the test broker)."""
+        if self.subscription is not None and not self.subscription.fetches:
+            await self._legacy(messages)
+            return
+        await self.handle(messages, raise_errors=self.broker.raise_errors)
+
+    async def handle(
+        self, messages: Sequence[StreamMessage], *, raise_errors: bool = False
+    ) -> None:
+        """Run ``messages`` through the subscriber: as one batch, one after the other, or
+        each in a worker when the subscriber has ``max_workers`` > 1."""
+        if self.batch:
+            await self._inline(messages, self.subscriber.process_batch, raise_errors)
+        elif self._slots is None:
+            await self._inline(messages, self._process_all, raise_errors)
+        else:
+            for message in messages:
+                await self._slots.acquire()
+                if self.stopping:
+                    self._slots.release()
+                    return
+                self._spawn(self._work(message))
+
+    async def _process_all(self, messages: Sequence[StreamMessage]) -> None:
+        process = self.subscriber.process
+        for message in messages:
+            if self.stopping:
+                return  # not reached: unsettled, so the broker delivers it again
+            await process(message)
+
+    async def _inline(
+        self,
+        messages: Sequence[StreamMessage],
+        run: Callable[[Sequence[StreamMessage]], Awaitable[None]],
+        raise_errors: bool,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._enter(task)
+        try:
+            await self._job(messages, run, raise_errors)
+        finally:
+            self._leave(task)
+
+    async def _work(self, message: StreamMessage) -> None:
+        assert self._slots is not None
+        try:
+            await self._job((message,), self._process_all, False)
+        finally:
+            self._slots.release()
+
+    async def _job(
+        self,
+        messages: Sequence[StreamMessage],
+        run: Callable[[Sequence[StreamMessage]], Awaitable[None]],
+        raise_errors: bool,
+    ) -> None:
+        job = _Job(self, messages)
+        error: Exception | None = None
+        with outbox.collecting(self.broker) as results:
+            try:
+                await run(messages)
+            except Exception as exc:
+                if raise_errors:
+                    error = exc
+                else:
+                    self.log.exception("subscriber %s: handling a delivery failed", self.name)
+        await job.finish(results)
+        if error is not None:
+            raise error
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        worker = asyncio.ensure_future(work)
+        self._enter(worker)
+        worker.add_done_callback(self._leave)
+
+    def _enter(self, task: asyncio.Future[Any]) -> None:
+        self._active.add(task)
+        self._idle.clear()
+
+    def _leave(self, task: asyncio.Future[Any]) -> None:
+        self._active.discard(task)
+        if not self._active:
+            self._idle.set()
+
+    async def _legacy(self, messages: Sequence[StreamMessage]) -> None:
+        """Messages from a transport that settles them itself (not yet on ``fetch``)."""
+
+        async def run(batch: Sequence[StreamMessage]) -> None:
+            if self.batch:
+                await self.subscriber.process_batch(batch)
+            else:
+                await self._process_all(batch)
+
+        if self._slots is None or self.batch:
+            task = asyncio.current_task()
+            assert task is not None
+            self._enter(task)
+            try:
+                await run(messages)
+            finally:
+                self._leave(task)
+            return
+        for message in messages:
+            await self._slots.acquire()
+            if self.stopping:
+                self._slots.release()
+                return
+            self._spawn(self._legacy_work(run, message))
+
+    async def _legacy_work(
+        self, run: Callable[[Sequence[StreamMessage]], Awaitable[None]], message: StreamMessage
+    ) -> None:
+        assert self._slots is not None
+        try:
+            await run((message,))
+        finally:
+            self._slots.release()
+
+    # -- settling ----------------------------------------------------------------------
+
+    async def settle(
+        self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
+    ) -> None:
+        if not (acked or rejected):
+            return
+        assert self.subscription is not None
+        try:
+            await self.subscription.settle(acked, rejected)
+        except Exception as exc:
+            # Unacknowledged means delivered again: at-least-once holds, nothing is lost.
+            self.log.warning(
+                "subscriber %s: %d settlement(s) not sent, the broker delivers those "
+                "messages again (%s: %s)",
+                self.name,
+                len(acked) + len(rejected),
+                type(exc).__name__,
+                exc,
+            )
+
+    async def redeliver(self, messages: Sequence[StreamMessage]) -> None:
+        """Hand ``messages`` back now; if the broker cannot take them, keep them and try
+        again once it answers."""
+        assert self.subscription is not None
+        try:
+            await self.subscription.redeliver(messages)
+        except Exception as exc:
+            self.log.warning(
+                "subscriber %s: %d message(s) not handed back for redelivery yet (%s: %s)",
+                self.name,
+                len(messages),
+                type(exc).__name__,
+                exc,
+            )
+            for message in messages:
+                self.redeliver_later(message, self.broker.reconnect.cap)
+
+    def redeliver_later(self, message: StreamMessage, delay: float) -> None:
+        due = time.monotonic() + delay
+        first = not self._later or due < self._later[0][0]
+        heapq.heappush(self._later, (due, next(self._order), message))
+        if first:
+            self._wake_retrier.set()
+
+    async def _redeliver_when_due(self) -> None:
+        later = self._later
+        while True:
+            self._wake_retrier.clear()
+            wait = later[0][0] - time.monotonic() if later else None
+            if wait is None or wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake_retrier.wait()
+                except TimeoutError:
+                    pass
+            now = time.monotonic()
+            due: list[StreamMessage] = []
+            while later and later[0][0] <= now:
+                due.append(heapq.heappop(later)[2])
+            if due:
+                await self.redeliver(due)
+
+    async def _keep_alive(self, subscription: Subscription, interval: float) -> None:
+        attempts = Reconnecting(f"keepalive of {self.name}", self.broker.reconnect, self.log)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await subscription.keepalive()
+            except Exception as exc:
+                await attempts.failed(exc)
+            else:
+                attempts.succeeded()
