@@ -76,6 +76,9 @@ class _Job:
 
     async def finish(self, results: Sequence[OutgoingMessage]) -> None:
         loop = self.loop
+        # Taken out of the job: a message points to its job, and no cycle must keep them.
+        acked, rejected, again = self.acked, self.rejected, self.again
+        self.acked, self.rejected, self.again = [], [], []
         if results:
             try:
                 await loop.broker.transport.publish_many(results)
@@ -86,15 +89,15 @@ class _Job:
                     loop.name,
                     len(results),
                     exc,
-                    len(self.acked),
+                    len(acked),
                     RESULTS_RETRY_DELAY,
                 )
-                for message in self.acked:
+                for message in acked:
                     loop.redeliver_later(message, RESULTS_RETRY_DELAY)
-                self.acked = []
-        await loop.settle(self.acked, self.rejected)
-        if self.again:
-            await loop.redeliver(self.again)
+                acked = []
+        await loop.settle(acked, rejected)
+        if again:
+            await loop.redeliver(again)
 
 
 class ConsumeLoop:
@@ -238,10 +241,15 @@ class ConsumeLoop:
 
     async def _process_all(self, messages: Sequence[StreamMessage]) -> None:
         process = self.subscriber.process
-        for message in messages:
+        ordered = self.subscription is not None and self.subscription.ordered
+        for index, message in enumerate(messages):
             if self.stopping:
                 return  # not reached: unsettled, so the broker delivers it again
             await process(message)
+            if ordered and message.settlement is Settlement.NACK:
+                for later in messages[index + 1 :]:
+                    await later.nack()  # back unhandled, behind the nacked one: in order
+                return
 
     async def _inline(
         self,

@@ -87,6 +87,11 @@ class Subscription:
     #: Seconds between :meth:`keepalive` calls, ``None`` for none.
     keepalive_interval: float | None = None
 
+    #: The broker keeps an order the core must not break (a Kafka partition): a message
+    #: nacked in a delivery handled inline holds back the ones after it, which the core
+    #: hands back unhandled (``redeliver``), behind it.
+    ordered: ClassVar[bool] = False
+
     async def fetch(self, limit: int) -> Sequence[StreamMessage]:
         """Wait for the next messages and return at most ``limit`` of them. Return ``[]``
         now and then (a second or so) when nothing arrives; raise when the broker fails."""
