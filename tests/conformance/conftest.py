@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from examples.transport.queues import QueueTransport
 from fastapi_stream import StreamRouter, Transport
 
 
@@ -113,6 +114,8 @@ class TransportUnderTest:
 
 
 MEMORY = TransportCase("memory", connect=lambda namespace: f"memory://{namespace}")
+#: The example transport of docs/transports.md: held to the same suite as the brokers.
+EXAMPLE = TransportCase("example", connect=lambda namespace: QueueTransport(namespace))
 
 from tests.kafka.cases import KAFKA  # noqa: E402 - likewise
 from tests.nats.cases import NATS_CORE, NATS_JETSTREAM  # noqa: E402 - likewise
@@ -121,6 +124,7 @@ from tests.redis.cases import REDIS_CHANNEL, REDIS_LIST, REDIS_STREAM  # noqa: E
 
 CASES = [
     pytest.param(MEMORY, id="memory", marks=pytest.mark.memory),
+    pytest.param(EXAMPLE, id="example", marks=pytest.mark.memory),
     pytest.param(RABBIT, id="rabbit", marks=pytest.mark.rabbit),
     pytest.param(NATS_JETSTREAM, id="nats", marks=pytest.mark.nats),
     pytest.param(NATS_CORE, id="nats-core", marks=pytest.mark.nats),
