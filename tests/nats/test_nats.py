@@ -24,6 +24,7 @@ from fastapi_stream import (
 )
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.nats import JStream, KvWatch, NatsMessage, NatsRouter, NatsTransport, PullSub
+from fastapi_stream.nats.consume import NatsSubscription
 from fastapi_stream.testing import TestStreamBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -264,6 +265,24 @@ async def test_stream_is_declared_and_publishes_are_confirmed() -> None:
             await broker.publish(3, name(), stream=stream.name)
 
 
+async def test_a_retried_publish_is_stored_once() -> None:
+    """JetStream de-duplicates by ``Nats-Msg-Id``, set from the message id and subject: a
+    producer that publishes again after a ``PublishError`` does not store it twice, and a
+    dead letter keeping its message id still reaches another subject of the stream."""
+    subject = f"{name()}.orders"
+    stream = memory_stream([f"{subject}.>", subject])
+    router = NatsRouter(URL, stream=stream)
+    async with router.broker as broker:
+        await broker.publish({"n": 1}, subject, message_id="once")
+        await broker.publish({"n": 1}, subject, message_id="once")
+        await broker.publish({"n": 1}, f"{subject}.dead", message_id="once")
+        await broker.publish({"n": 2}, subject, message_id="twice")
+        info = await router.transport.jsm.stream_info(stream.name)
+        assert info.state.messages == 3
+        stored = await router.transport.jsm.get_msg(stream.name, 1)
+        assert stored.headers is not None and stored.headers["Nats-Msg-Id"] == f"{subject}:once"
+
+
 async def test_pull_consumer_delivers_fetched_batches() -> None:
     subject = f"{name()}.batch"
     stream = memory_stream([subject])
@@ -271,9 +290,7 @@ async def test_pull_consumer_delivers_fetched_batches() -> None:
     batches: list[list[int]] = []
 
     async def deliver(messages: Sequence[StreamMessage]) -> None:
-        batches.append([m.decode() for m in messages])
-        for m in messages:
-            await m.ack()
+        raise AssertionError("a NATS subscription is fetched from, it never delivers")
 
     await transport.connect()
     try:
@@ -281,13 +298,24 @@ async def test_pull_consumer_delivers_fetched_batches() -> None:
         async with router.broker as broker:
             for n in range(10):
                 await broker.publish(n, subject, stream=stream.name)
+        durable = name("d")
         spec = SubscriptionSpec(
             ChannelPattern.parse(subject),
-            options={"durable": name("d"), "pull": PullSub(batch_size=10, timeout=1.0)},
+            options={"durable": durable, "pull": PullSub(batch_size=10, timeout=1.0)},
         )
         subscription = await transport.subscribe(spec, deliver)
-        await eventually(lambda: sum(map(len, batches)) >= 10, "10 messages")
-        await subscription.stop()
+
+        async def fetch() -> None:  # what the core's consume loop does
+            messages = await subscription.fetch(spec.prefetch)
+            if messages:
+                batches.append([m.decode() for m in messages])
+                await subscription.settle(messages, ())
+
+        await eventually(lambda: sum(map(len, batches)) >= 10, "10 messages", poll=fetch)
+        await subscription.close()
+        await transport.client.flush()
+        info = await transport.jsm.consumer_info(stream.name, durable)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
     finally:
         await transport.close()
     assert [n for batch in batches for n in batch] == list(range(10))
@@ -357,6 +385,31 @@ async def test_reject_terminates_and_in_progress_is_available() -> None:
         await eventually(lambda: len(seen) >= 2, "2 deliveries")
         await asyncio.sleep(1.8)
     assert sorted(seen) == ["bad", "slow"]
+
+
+async def test_a_retry_backoff_longer_than_ack_wait_holds() -> None:
+    """The subscriber keeps a failed message for its retry backoff (and a handler's
+    message while it runs) in progress: JetStream does not deliver it again after
+    ``ack_wait`` meanwhile."""
+    subject = f"{name()}.slow"
+    router = NatsRouter(URL, stream=memory_stream([subject]))
+    seen: list[tuple[float, int | None]] = []
+    loop = asyncio.get_running_loop()
+
+    @router.subscriber(subject, ack_wait=1.0, retry=Retry(max_attempts=3, backoff=2.0, jitter=0))
+    async def handle(msg: StreamMessage) -> None:
+        seen.append((loop.time(), msg.delivery_attempt))
+        if len(seen) == 1:
+            raise ValueError("once")
+        if len(seen) == 2:
+            await asyncio.sleep(1.5)  # longer than ack_wait too
+
+    async with router.broker as broker:
+        await broker.publish("x", subject)
+        await eventually(lambda: len(seen) >= 2, "the retry")
+        await asyncio.sleep(2.0)
+    assert [attempt for _, attempt in seen] == [1, 2]
+    assert seen[1][0] - seen[0][0] >= 1.9
 
 
 async def test_options_are_checked() -> None:
@@ -478,3 +531,46 @@ async def test_subscriptions_and_pull_loops_resume_after_a_reconnect() -> None:
             await broker.publish(2, f"{prefix}.{kind}" if kind != "core" else f"{prefix}-core")
         await eventually(lambda: all(2 in seen for seen in got.values()), "messages after it")
     assert got == {"core": [1, 2], "push": [1, 2], "pull": [1, 2]}
+
+
+async def test_a_consumer_deleted_under_a_subscriber_is_created_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deleted consumer goes silent (no error): an idle subscription checks that its
+    consumer exists (every 30 s; here at once) and creates it again."""
+    monkeypatch.setattr(NatsSubscription, "check_every", 0.0)
+    prefix = name()
+    stream = memory_stream([f"{prefix}.>"])
+    router = NatsRouter(URL)
+    got: dict[str, list[int]] = {"push": [], "pull": []}
+    durables = {"push": name("d"), "pull": name("d")}
+
+    @router.subscriber(f"{prefix}.push", stream=stream, durable=durables["push"])
+    async def push(n: int) -> None:
+        got["push"].append(n)
+
+    @router.subscriber(
+        f"{prefix}.pull", stream=stream, durable=durables["pull"], pull=PullSub(timeout=0.5)
+    )
+    async def pull(n: int) -> None:
+        got["pull"].append(n)
+
+    async with router.broker as broker:
+        for kind in got:
+            await broker.publish(1, f"{prefix}.{kind}")
+        await eventually(lambda: all(got.values()), "a message on each subscriber")
+        jsm = router.transport.jsm
+        await jsm.purge_stream(stream.name)  # else the new durables start with message 1
+        for durable in durables.values():
+            await jsm.delete_consumer(stream.name, durable)
+        consumers = 0
+
+        async def count() -> None:
+            nonlocal consumers
+            consumers = len(await jsm.consumers_info(stream.name))
+
+        await eventually(lambda: consumers == 2, "the consumers created again", poll=count)
+        for kind in got:
+            await broker.publish(2, f"{prefix}.{kind}")
+        await eventually(lambda: all(2 in seen for seen in got.values()), "messages after it")
+    assert got == {"push": [1, 2], "pull": [1, 2]}
