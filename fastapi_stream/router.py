@@ -56,7 +56,10 @@ class StreamRouter(APIRouter):
     received and a processed line per message at that level; by default only failures
     are logged. ``schema_url`` places the AsyncAPI page and its ``.json`` and ``.yaml``
     documents (``None`` turns them off and leaves this router's broker out of the app's
-    document).
+    document). In that document the broker is a server named ``server_name`` (by default
+    after its protocol), described by ``description`` and tagged with the router's
+    ``tags``; ``include_in_schema=False`` leaves the router's message handlers and
+    publishers out of it, as it leaves its HTTP routes out of OpenAPI.
 
     ``reconnect`` is the :class:`~fastapi_stream.Backoff` applied whenever the broker
     fails (connecting, fetching, settling). An app whose broker is down at startup still
@@ -80,6 +83,8 @@ class StreamRouter(APIRouter):
         message_log_level: int | None = None,
         health_url: str | None = "/health",
         schema_url: str | None = "/asyncapi",
+        server_name: str | None = None,
+        description: str | None = None,
         lifespan: Lifespan | None = None,
         reconnect: Backoff | None = None,
         fail_fast: bool = False,
@@ -87,6 +92,8 @@ class StreamRouter(APIRouter):
         **router_options: Any,
     ) -> None:
         super().__init__(lifespan=self._lifespan, **router_options)
+        self.server_name = server_name
+        self.description = description
         self._user_lifespan = lifespan
         self._owns_broker = url_or_broker is not None
         self._broker: StreamBroker | None
@@ -116,6 +123,7 @@ class StreamRouter(APIRouter):
         # Registered before this router has a broker (a broker-less router).
         self._pending_subscribers: list[Subscriber] = []
         self._pending_publishers: list[Publisher] = []
+        self._publishers: list[Publisher] = []
         self._children: list[StreamRouter] = []
         self.health_url = health_url if self._owns_broker else None
         if self.health_url is not None:
@@ -191,7 +199,7 @@ class StreamRouter(APIRouter):
                 decoder=decoder,
                 title=title,
                 description=description,
-                include_in_schema=include_in_schema,
+                include_in_schema=include_in_schema and self.include_in_schema,
                 options=options,
             )
             endpoint.subscribers.append(subscriber)
@@ -221,9 +229,10 @@ class StreamRouter(APIRouter):
             headers=headers,
             title=title,
             description=description,
-            include_in_schema=include_in_schema,
+            include_in_schema=include_in_schema and self.include_in_schema,
             options=options,
         )
+        self._publishers.append(publisher)
         if self._broker is None:
             self._pending_publishers.append(publisher)
         else:
@@ -241,8 +250,14 @@ class StreamRouter(APIRouter):
         if not isinstance(router, StreamRouter):
             return
         dependencies = [*self.dependencies, *(options.get("dependencies") or ())]
+        hidden = not (self.include_in_schema and options.get("include_in_schema", True))
         for subscriber in router._all_subscribers():
             subscriber.add_dependencies(dependencies)
+            if hidden:
+                subscriber.include_in_schema = False
+        if hidden:
+            for publisher in router._all_publishers():
+                publisher.include_in_schema = False
         if not router._owns_broker:
             self._children.append(router)
             if self._broker is not None:
@@ -253,6 +268,13 @@ class StreamRouter(APIRouter):
         found = list(self._subscribers)
         for child in self._children:
             found.extend(child._all_subscribers())
+        return found
+
+    def _all_publishers(self) -> list[Publisher]:
+        """Publishers made by this router and by the routers it included."""
+        found = list(self._publishers)
+        for child in self._children:
+            found.extend(child._all_publishers())
         return found
 
     def _attach(self, broker: StreamBroker) -> None:

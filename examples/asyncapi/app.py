@@ -64,6 +64,15 @@ app = FastAPI(
     version="1.4.0",
     # Swagger UI renders the description as Markdown: a link back to the AsyncAPI page.
     description="Assigns trucks to shipments. Messages: [AsyncAPI](/events/asyncapi).",
+    # Who the app is: what the AsyncAPI parser asks of a document, besides its messages.
+    contact={
+        "name": "Dispatch team",
+        "url": "https://dispatch.example.com",
+        "email": "dispatch@example.com",
+    },
+    license_info={"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
+    openapi_tags=[{"name": "dispatch", "description": "Trucks for shipments"}],
 )
+app.state.asyncapi_id = "urn:example:dispatch"  # the id of an AsyncAPI 2.6.0 document
 app.include_router(router)
 # --8<-- [end:app]

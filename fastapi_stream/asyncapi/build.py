@@ -8,18 +8,18 @@ a request's reply-to address.
 
 from __future__ import annotations
 
-from fastapi_stream.asyncapi.models import JSON, Channel, Info, Message, Operation, Spec
+from typing import Any
 
-__all__ = ["CORRELATION_ID", "info_object", "message_object", "write_v3"]
+from fastapi_stream.asyncapi.models import JSON, Channel, Info, Message, Operation, Server, Spec
 
-CORRELATION_ID: JSON = {
-    "description": "The correlation id a request and its reply share.",
-    "location": "$message.header#/correlation_id",
-}
-REPLY_ADDRESS: JSON = {
-    "description": "The reply-to address of the request.",
-    "location": "$message.header#/reply_to",
-}
+__all__ = [
+    "channel_messages",
+    "info_object",
+    "message_object",
+    "present",
+    "server_fields",
+    "write_v3",
+]
 
 
 def write_v3(spec: Spec) -> JSON:
@@ -37,11 +37,9 @@ def write_v3(spec: Spec) -> JSON:
         "asyncapi": "3.0.0",
         "info": info_object(spec.info, with_tags=True),
         "defaultContentType": "application/json",
-        "servers": {
-            s.name: _server(s.protocol, s.host, s.pathname, s.bindings) for s in spec.servers
-        },
+        "servers": {s.name: _server(s) for s in spec.servers},
         "channels": {c.key: _channel(c, spec.operations) for c in spec.channels},
-        "operations": {o.id: _operation(o) for o in spec.operations},
+        "operations": {o.id: _operation(o, spec.operations) for o in spec.operations},
     }
     if components:
         document["components"] = components
@@ -63,30 +61,51 @@ def info_object(info: Info, *, with_tags: bool) -> JSON:
     return found
 
 
-def message_object(message: Message) -> JSON:
-    found: JSON = {"name": message.name}
-    if message.title:
-        found["title"] = message.title
-    if message.description:
-        found["description"] = message.description
-    found["contentType"] = "application/json"
-    found["payload"] = message.payload
-    if message.headers is not None:
-        found["headers"] = message.headers
-    found["correlationId"] = CORRELATION_ID
-    if message.examples:
-        found["examples"] = message.examples
-    if message.bindings:
-        found["bindings"] = message.bindings
+def channel_messages(channel: Channel, operations: list[Operation]) -> list[Message]:
+    """The messages that travel on ``channel``: those of its operations and the replies
+    sent on it."""
+    found = [o.message for o in operations if o.channel is channel]
+    found += [o.reply for o in operations if o.reply and o.reply_channel is channel]
     return found
 
 
-def _server(protocol: str, host: str, pathname: str | None, bindings: JSON) -> JSON:
-    found: JSON = {"host": host, "protocol": protocol}
-    if pathname:
-        found["pathname"] = pathname
-    if bindings:
-        found["bindings"] = bindings
+def present(**fields: Any) -> JSON:
+    """The ``fields`` that say something: neither ``None`` nor empty."""
+    return {k: v for k, v in fields.items() if v is not None and v != "" and v != [] and v != {}}
+
+
+def message_object(message: Message, *, message_id: bool = False) -> JSON:
+    """A message; ``message_id`` adds 2.6.0's ``messageId`` (3.0.0 keys messages instead)."""
+    found = present(
+        messageId=message.name if message_id else None,
+        name=message.name,
+        title=message.title,
+        description=message.description,
+        contentType="application/json",
+    )
+    found["payload"] = message.payload  # {} too: any value
+    return found | present(
+        headers=message.headers,
+        correlationId=message.correlation_id,
+        examples=message.examples,
+        bindings=message.bindings,
+    )
+
+
+def server_fields(server: Server) -> JSON:
+    """What a server says besides where it is, the same in both versions."""
+    return present(
+        protocol=server.protocol,
+        description=server.description,
+        tags=server.tags,
+        bindings=server.bindings,
+    )
+
+
+def _server(server: Server) -> JSON:
+    found: JSON = {"host": server.host, **server_fields(server)}
+    if server.pathname:
+        found["pathname"] = server.pathname
     return found
 
 
@@ -95,9 +114,8 @@ def _channel(channel: Channel, operations: list[Operation]) -> JSON:
         "address": channel.address,
         "servers": [{"$ref": f"#/servers/{channel.server}"}],
         "messages": {
-            o.message.name: {"$ref": f"#/components/messages/{o.message.name}"}
-            for o in operations
-            if o.channel is channel
+            m.name: {"$ref": f"#/components/messages/{m.name}"}
+            for m in channel_messages(channel, operations)
         },
     }
     if channel.parameters:
@@ -107,22 +125,26 @@ def _channel(channel: Channel, operations: list[Operation]) -> JSON:
     return found
 
 
-def _operation(operation: Operation) -> JSON:
+def _operation(operation: Operation, operations: list[Operation]) -> JSON:
     key = operation.channel.key
-    found: JSON = {
-        "action": operation.action,
-        "channel": {"$ref": f"#/channels/{key}"},
-        "messages": [{"$ref": f"#/channels/{key}/messages/{operation.message.name}"}],
-    }
+    found: JSON = {"action": operation.action, "channel": {"$ref": f"#/channels/{key}"}}
+    # Without "messages" an operation handles every message of its channel: said only
+    # when the channel carries others too (code generators warn about the redundancy).
+    if len(channel_messages(operation.channel, operations)) > 1:
+        found["messages"] = [{"$ref": f"#/channels/{key}/messages/{operation.message.name}"}]
     if operation.title:
         found["title"] = operation.title
     if operation.description:
         found["description"] = operation.description
-    if operation.reply is not None:
-        found["reply"] = {
-            "address": REPLY_ADDRESS,
-            "messages": [{"$ref": f"#/components/messages/{operation.reply.name}"}],
+    if operation.reply is not None and operation.reply_channel is not None:
+        reply_key = operation.reply_channel.key
+        reply: JSON = {
+            "channel": {"$ref": f"#/channels/{reply_key}"},
+            "messages": [{"$ref": f"#/channels/{reply_key}/messages/{operation.reply.name}"}],
         }
+        if operation.reply_address is not None:
+            reply["address"] = operation.reply_address
+        found["reply"] = reply
     if operation.bindings:
         found["bindings"] = operation.bindings
     return found

@@ -11,29 +11,16 @@ that is garbage-collected leaves the registry.
 
 from __future__ import annotations
 
-import typing
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import routing
 
-from fastapi_stream.asyncapi import servers
-from fastapi_stream.asyncapi.models import (
-    JSON,
-    Channel,
-    Element,
-    Info,
-    Message,
-    Operation,
-    Server,
-    Spec,
-)
-from fastapi_stream.asyncapi.schemas import REF_PREFIX, SchemaSet, component_name, renamed_model
+from fastapi_stream.asyncapi.models import JSON, Info, Spec
+from fastapi_stream.asyncapi.reader import BrokerReader
+from fastapi_stream.asyncapi.schemas import REF_PREFIX, SchemaSet
 from fastapi_stream.core.broker import StreamBroker
-from fastapi_stream.core.channel import ChannelPattern
-from fastapi_stream.core.publisher import Publisher
-from fastapi_stream.core.subscriber import Subscriber
 
 if TYPE_CHECKING:
     from fastapi_stream.router import StreamRouter
@@ -86,19 +73,36 @@ def collect(
     """What ``app`` consumes and produces; ``info`` overrides the app's metadata
     (``title``, ``version``, ``description``, ``contact``, ``license_info``, ``tags``)."""
     spec = Spec(info=_info(app, info))
-    brokers: list[StreamBroker] = []
+    brokers: list[tuple[StreamBroker, StreamRouter]] = []
     for router in stream_routers(app) if routers is None else routers:
-        if router.has_broker and all(router.broker is not b for b in brokers):
-            brokers.append(router.broker)
+        if router.has_broker and all(router.broker is not b for b, _ in brokers):
+            brokers.append((router.broker, router))
     schemas = SchemaSet()
-    for broker in brokers:
-        _Reader(spec, broker, schemas, asyncapi_version).read()
+    for broker, owner in brokers:
+        BrokerReader(spec, broker, owner, schemas, asyncapi_version).read()
     spec.schemas = schemas.resolve()
     for operation in spec.operations:
         for message in (operation.message, operation.reply):
             if message is not None and not message.examples:
                 message.examples = _examples(message.payload, spec.schemas)
+    _locate_parameters(spec)
     return spec
+
+
+def _locate_parameters(spec: Spec) -> None:
+    """Describe each ``{param}`` of a channel address; where every message of the channel
+    carries a payload field of that name, that field is its ``location`` (so a client can
+    fill in the address from the message it sends)."""
+    for channel in spec.channels:
+        payloads = [
+            _resolved(o.message.payload, spec.schemas)
+            for o in spec.operations
+            if o.channel is channel
+        ]
+        for name, parameter in channel.parameters.items():
+            parameter.setdefault("description", f"The {{{name}}} part of the address.")
+            if payloads and all(name in p.get("properties", {}) for p in payloads):
+                parameter["location"] = f"$message.payload#/{name}"
 
 
 def _info(app: Any, given: Mapping[str, Any]) -> Info:
@@ -108,7 +112,12 @@ def _info(app: Any, given: Mapping[str, Any]) -> Info:
 
     license_info = pick("license_info", "license_info")
     tags = pick("tags", "openapi_tags") or []
+    # FastAPI has no field for it: the app's state holds it (app.state.asyncapi_id = ...).
+    document_id = given.get("asyncapi_id") or getattr(
+        getattr(app, "state", None), "asyncapi_id", None
+    )
     return Info(
+        document_id=document_id or None,
         title=pick("title", "title", "fastapi-stream") or "fastapi-stream",
         version=pick("version", "version", "0.1.0") or "0.1.0",
         description=pick("description", "description") or None,
@@ -126,177 +135,14 @@ def _only(value: Any, keys: tuple[str, ...]) -> JSON | None:
     return {k: value[k] for k in keys if value.get(k) is not None} or None
 
 
-def _examples(payload: JSON, schemas: Mapping[str, JSON]) -> list[JSON]:
-    """Message examples from the payload model's own ``examples``."""
+def _resolved(payload: JSON, schemas: Mapping[str, JSON]) -> JSON:
     ref = payload.get("$ref")
     if isinstance(ref, str) and ref.startswith(REF_PREFIX):
-        payload = schemas.get(ref[len(REF_PREFIX) :], {})
-    found = payload.get("examples")
+        return schemas.get(ref[len(REF_PREFIX) :], {})
+    return payload
+
+
+def _examples(payload: JSON, schemas: Mapping[str, JSON]) -> list[JSON]:
+    """Message examples from the payload model's own ``examples``."""
+    found = _resolved(payload, schemas).get("examples")
     return [{"payload": e} for e in found] if isinstance(found, list) else []
-
-
-class _Reader:
-    """Reads one broker: its server, then a receive operation per subscriber and a send
-    operation per publisher."""
-
-    def __init__(
-        self, spec: Spec, broker: StreamBroker, schemas: SchemaSet, asyncapi_version: str
-    ) -> None:
-        self.spec = spec
-        self.broker = broker
-        self.schemas = schemas
-        self.version = asyncapi_version
-        self._bindings = getattr(broker.transport, "asyncapi_bindings", None)
-        protocol, host, pathname = servers.address(broker.transport)
-        self.server = Server(
-            name=_unique(component_name(protocol), {s.name for s in spec.servers}),
-            protocol=protocol,
-            host=host,
-            pathname=pathname,
-            bindings=self.bindings("server", None),
-        )
-        spec.servers.append(self.server)
-
-    def bindings(self, element: Element, source: Any) -> JSON:
-        if self._bindings is None:
-            return {}
-        return dict(self._bindings(element, source, self.version) or {})
-
-    def read(self) -> None:
-        returns: dict[int, list[Any]] = {}  # publisher id -> return types of its handlers
-        publishers: list[Publisher] = list(self.broker.publishers)
-        for subscriber in self.broker.subscribers:
-            result = _return_type(subscriber.endpoint.func)
-            for publisher in subscriber.endpoint.publishers:
-                if all(publisher is not p for p in publishers):
-                    publishers.append(publisher)
-                if result is not None:
-                    returns.setdefault(id(publisher), []).append(result)
-            if subscriber.include_in_schema:
-                self.receive(subscriber, result)
-        for publisher in publishers:
-            if publisher.include_in_schema:
-                self.send(publisher, returns.get(id(publisher), []))
-
-    def receive(self, subscriber: Subscriber, result: Any) -> None:
-        name = getattr(subscriber.endpoint.func, "__name__", "handler")
-        op_id = self.operation_id(name)
-        message = Message(name=f"{op_id}_message", bindings=self.bindings("message", subscriber))
-        source = subscriber.plan.body_schema_source
-        if isinstance(source, type) and source.__name__ == "MessageBody":
-            # Several body parameters share one generated model: name it after the handler.
-            source = renamed_model(source, f"{component_name(op_id)}_payload")
-        if source is not None:
-            self.schemas.add(source, "validation", _setter(message, "payload"))
-        self.add_headers(message, subscriber.plan.header_fields)
-        reply = None
-        if result is not None:
-            reply = Message(name=f"{op_id}_reply")
-            self.schemas.add(result, "serialization", _setter(reply, "payload"))
-        self.spec.operations.append(
-            Operation(
-                id=op_id,
-                action="receive",
-                channel=self.channel(subscriber.channel, subscriber),
-                message=message,
-                title=subscriber.title,
-                description=subscriber.description,
-                reply=reply,
-                bindings=self.bindings("operation", subscriber),
-            )
-        )
-
-    def send(self, publisher: Publisher, results: list[Any]) -> None:
-        op_id = self.operation_id(f"send_{publisher.channel}")
-        message = Message(name=f"{op_id}_message", bindings=self.bindings("message", publisher))
-        if len(results) == 1:
-            self.schemas.add(results[0], "serialization", _setter(message, "payload"))
-        elif results:
-            variants: list[JSON] = [{} for _ in results]
-            message.payload = {"oneOf": variants}
-            for i, result in enumerate(results):
-                self.schemas.add(result, "serialization", _item_setter(variants, i))
-        if publisher.headers:
-            message.headers = {
-                "type": "object",
-                "properties": {
-                    k: {"type": "string", "default": v} for k, v in publisher.headers.items()
-                },
-            }
-        self.spec.operations.append(
-            Operation(
-                id=op_id,
-                action="send",
-                channel=self.channel(ChannelPattern.parse(publisher.channel), publisher),
-                message=message,
-                title=publisher.title,
-                description=publisher.description,
-                bindings=self.bindings("operation", publisher),
-            )
-        )
-
-    def add_headers(self, message: Message, fields: Mapping[str, tuple[Any, bool]]) -> None:
-        if not fields:
-            return
-        properties: JSON = {}
-        message.headers = {"type": "object", "properties": properties}
-        required = [name for name, (_, needed) in fields.items() if needed]
-        if required:
-            message.headers["required"] = required
-        for name, (adapter, _) in fields.items():
-            self.schemas.add(adapter, "validation", _item_setter(properties, name))
-
-    def channel(self, pattern: ChannelPattern, source: Subscriber | Publisher) -> Channel:
-        for channel in self.spec.channels:
-            if channel.address == pattern.template and channel.server == self.server.name:
-                return channel
-        key = component_name(pattern.template.replace("{", "").replace("}", ""))
-        taken = {c.key for c in self.spec.channels}
-        if key in taken:
-            key = _unique(f"{key}_{self.server.name}", taken)
-        channel = Channel(
-            key=key,
-            address=pattern.template,
-            server=self.server.name,
-            parameters={name: {} for name in pattern.params},
-            bindings=self.bindings("channel", source),
-        )
-        self.spec.channels.append(channel)
-        return channel
-
-    def operation_id(self, wanted: str) -> str:
-        return _unique(component_name(wanted), {o.id for o in self.spec.operations})
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}_{n}"
-    return candidate
-
-
-def _setter(message: Message, attribute: str) -> Callable[[JSON], None]:
-    def apply(schema: JSON) -> None:
-        setattr(message, attribute, schema)
-
-    return apply
-
-
-def _item_setter(container: Any, key: Any) -> Callable[[JSON], None]:
-    def apply(schema: JSON) -> None:
-        container[key] = schema
-
-    return apply
-
-
-def _return_type(func: Callable[..., Any]) -> Any:
-    """What ``func`` is declared to return, ``None`` when nothing or nothing known."""
-    try:
-        hints = typing.get_type_hints(func, include_extras=True)
-    except Exception:  # unresolvable forward references
-        return None
-    result = hints.get("return")
-    if result is None or result is type(None):
-        return None
-    return result

@@ -28,12 +28,15 @@ def get_asyncapi(
     contact: dict[str, Any] | None = None,
     license_info: dict[str, Any] | None = None,
     tags: list[dict[str, Any]] | None = None,
+    asyncapi_id: str | None = None,
     routers: Iterable[StreamRouter] | None = None,
 ) -> dict[str, Any]:
     """The AsyncAPI document of every StreamRouter included in ``app``.
 
     ``title``, ``version``, ``description``, ``contact``, ``license_info`` and ``tags``
-    default to the FastAPI app's own (``openapi_tags`` for the tags). ``routers`` documents
+    default to the FastAPI app's own (``openapi_tags`` for the tags). ``asyncapi_id`` is
+    the 2.6.0 document's ``id`` (3.0.0 has none), by default ``app.state.asyncapi_id``
+    when the app has one. ``routers`` documents
     those StreamRouters instead of the ones found in ``app``. No broker is started.
     """
     if asyncapi_version not in VERSIONS:
@@ -50,5 +53,6 @@ def get_asyncapi(
         contact=contact,
         license_info=license_info,
         tags=tags,
+        asyncapi_id=asyncapi_id,
     )
     return write_v3(spec) if asyncapi_version == "3.0.0" else write_v2_6(spec)

@@ -56,6 +56,8 @@ class Info:
     contact: JSON | None = None
     license: JSON | None = None
     tags: list[JSON] = field(default_factory=list)
+    #: The application's URI (``id`` of an AsyncAPI 2.6.0 document; 3.0.0 has none).
+    document_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,6 +68,8 @@ class Server:
     protocol: str
     host: str
     pathname: str | None = None
+    description: str | None = None
+    tags: list[JSON] = field(default_factory=list)
     bindings: JSON = field(default_factory=dict)
 
 
@@ -78,14 +82,17 @@ class Message:
     headers: JSON | None = None
     examples: list[JSON] = field(default_factory=list)
     bindings: JSON = field(default_factory=dict)
+    #: Where the correlation id travels; ``None`` where no runtime expression can say it.
+    correlation_id: JSON | None = None
 
 
 @dataclass(slots=True)
 class Channel:
-    """One address on one server; ``key`` is its id in the document."""
+    """One address on one server; ``key`` is its id in the document. A reply channel has
+    no address (``None``): the reply goes where the request's reply-to says."""
 
     key: str
-    address: str
+    address: str | None
     server: str
     parameters: dict[str, JSON] = field(default_factory=dict)
     bindings: JSON = field(default_factory=dict)
@@ -103,6 +110,9 @@ class Operation:
     title: str | None = None
     description: str | None = None
     reply: Message | None = None
+    #: The channel of the reply (address ``None``) and where a request names its address.
+    reply_channel: Channel | None = None
+    reply_address: JSON | None = None
     bindings: JSON = field(default_factory=dict)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-__all__ = ["REF_PREFIX", "SchemaSet", "component_name", "renamed_model"]
+__all__ = ["REF_PREFIX", "SchemaSet", "component_name", "lone_refs", "renamed_model"]
 
 JSON = dict[str, Any]
 REF_PREFIX = "#/components/schemas/"
@@ -72,8 +72,23 @@ def _write(
     inputs = [(i, mode, adapter) for i, (adapter, mode, _) in enumerate(pending)]
     by_key, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF_PREFIX + "{model}")
     for (i, _mode), schema in by_key.items():
-        pending[i][2](schema)
-    return dict(definitions.get("$defs", {}))
+        pending[i][2](lone_refs(schema))
+    return {name: lone_refs(schema) for name, schema in definitions.get("$defs", {}).items()}
+
+
+def lone_refs(node: Any) -> Any:
+    """``node`` with every ``$ref`` alone in its object: JSON Schema draft-07 (AsyncAPI's)
+    ignores what sits beside a ``$ref``, such as the ``default`` pydantic writes next to an
+    enum's, so a ``$ref`` with siblings moves into an ``allOf``. Changes ``node`` in place."""
+    if isinstance(node, dict):
+        for value in node.values():
+            lone_refs(value)
+        if "$ref" in node and len(node) > 1:
+            node["allOf"] = [{"$ref": node.pop("$ref")}, *node.get("allOf", ())]
+    elif isinstance(node, list):
+        for item in node:
+            lone_refs(item)
+    return node
 
 
 def _describable(adapter: TypeAdapter[Any], mode: JsonSchemaMode) -> bool:

@@ -45,9 +45,14 @@ def schemas(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def message_of(document: dict[str, Any], operation: str) -> dict[str, Any]:
-    """The message of a 3.0.0 operation, through its channel."""
-    ref = document["operations"][operation]["messages"][0]["$ref"]
-    _, _, channel, _, name = ref.split("/")
+    """The message of a 3.0.0 operation, through its channel (an operation names it only
+    when its channel carries other messages too)."""
+    found = document["operations"][operation]
+    if "messages" in found:
+        _, _, channel, _, name = found["messages"][0]["$ref"].split("/")
+    else:
+        channel = found["channel"]["$ref"].rsplit("/", 1)[-1]
+        (name,) = document["channels"][channel]["messages"]
     ref = document["channels"][channel]["messages"][name]["$ref"]
     return dict(document["components"]["messages"][ref.rsplit("/", 1)[-1]])
 
@@ -116,17 +121,22 @@ def test_operations_channels_and_messages_3_0(memory_url: str) -> None:
     assert take["description"].startswith("Take an order </script>")  # the docstring
     channel = document["channels"][take["channel"]["$ref"].rsplit("/", 1)[-1]]
     assert channel["address"] == "orders.{region}"
-    assert channel["parameters"] == {"region": {}}
+    assert channel["parameters"] == {"region": {"description": "The {region} part of the address."}}
     assert channel["servers"] == [{"$ref": "#/servers/memory"}]
     message = message_of(document, "take")
     assert message["payload"] == {"$ref": "#/components/schemas/Order"}
     assert message["correlationId"]["location"] == "$message.header#/correlation_id"
     assert message["examples"] == [{"payload": {"id": 1, "lines": []}}]
-    # The handler's return value: the reply to a request, and what the stacked publisher sends.
+    # The handler's return value: the reply to a request, on a channel of its own without an
+    # address, and what the stacked publisher sends.
     reply = take["reply"]
     assert reply["address"]["location"] == "$message.header#/reply_to"
-    reply_name = reply["messages"][0]["$ref"].rsplit("/", 1)[-1]
-    assert document["components"]["messages"][reply_name]["payload"] == {
+    assert reply["channel"] == {"$ref": "#/channels/take_reply"}
+    assert reply["messages"] == [{"$ref": "#/channels/take_reply/messages/take_reply"}]
+    reply_channel = document["channels"]["take_reply"]
+    assert reply_channel["address"] is None
+    assert reply_channel["messages"] == {"take_reply": {"$ref": "#/components/messages/take_reply"}}
+    assert document["components"]["messages"]["take_reply"]["payload"] == {
         "$ref": "#/components/schemas/Receipt"
     }
     send = document["operations"]["send_receipts"]
@@ -150,7 +160,11 @@ def test_nested_models_enums_optional_fields_and_examples(memory_url: str) -> No
     assert found["Order"]["properties"]["lines"]["items"] == {"$ref": "#/components/schemas/Line"}
     assert found["Order"]["required"] == ["id", "lines"]  # note is optional
     assert found["Order"]["properties"]["note"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
-    assert found["Line"]["properties"]["size"]["$ref"] == "#/components/schemas/Size"
+    # No $ref beside the default: draft-07 would ignore the default.
+    assert found["Line"]["properties"]["size"] == {
+        "allOf": [{"$ref": "#/components/schemas/Size"}],
+        "default": "small",
+    }
     assert found["Size"]["enum"] == ["small", "large"]
     assert found["Line"]["properties"]["sku"]["examples"] == ["A-1"]
     assert found["Line"]["properties"]["sku"]["description"] == "Stock keeping unit"
@@ -172,7 +186,9 @@ def test_2_6_names_operations_from_the_other_side(memory_url: str) -> None:
     orders = document["channels"]["orders.{region}"]
     assert orders["publish"]["operationId"] == "take"  # others publish, this app receives
     assert orders["publish"]["message"] == {"$ref": "#/components/messages/take_message"}
-    assert orders["parameters"] == {"region": {"schema": {"type": "string"}}}
+    assert orders["parameters"] == {
+        "region": {"schema": {"type": "string"}, "description": "The {region} part of the address."}
+    }
     assert document["channels"]["receipts"]["subscribe"]["operationId"] == "send_receipts"
     assert document["servers"]["memory"]["protocol"] == "memory"
 
