@@ -118,7 +118,8 @@ def _operations(document: JSON) -> str:
         if parameters:
             names = ", ".join(f"<code>{_e(name)}</code>" for name in parameters)
             body.append(f"<p>Channel parameters: {names}</p>")
-        for ref in op.get("messages", []):
+        # An operation without "messages" handles every message of its channel.
+        for ref in op.get("messages") or list(channel.get("messages", {}).values()):
             message = messages.get(_last(ref.get("$ref", "")), {})
             body.append(_message(message, "Message", schemas))
         for ref in op.get("reply", {}).get("messages", []):

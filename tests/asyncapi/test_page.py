@@ -93,3 +93,5 @@ def test_channels_operations_and_payload_fields_are_shown(memory_url: str) -> No
     assert {"schema-Order", "schema-Note"} <= set(local)
     assert set(local) <= parsed.ids
     assert "map of string" in page and "array of" in page
+    # each operation shows its message (its channel's, when the operation names none)
+    assert page.count("<h4>Message: ") == 2 and page.count("<h4>Reply: ") == 1
