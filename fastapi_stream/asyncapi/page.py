@@ -91,12 +91,13 @@ def _servers(servers: JSON) -> str:
         return ""
     rows = "".join(
         f"<tr><td>{_e(name)}</td><td>{_e(s.get('protocol', ''))}</td><td><code>"
-        f"{_e(s.get('host', s.get('url', '')))}{_e(s.get('pathname', ''))}</code></td></tr>"
+        f"{_e(s.get('host', s.get('url', '')))}{_e(s.get('pathname', ''))}</code></td>"
+        f"<td>{_e(s.get('description', ''))}</td></tr>"
         for name, s in servers.items()
     )
     return (
         '<section id="servers"><h2>Servers</h2><table><tr><th>name</th><th>protocol</th>'
-        f"<th>host</th></tr>{rows}</table></section>"
+        f"<th>host</th><th>description</th></tr>{rows}</table></section>"
     )
 
 

@@ -28,7 +28,7 @@ class Order(BaseModel):
 
 
 def page_for(url: str) -> str:
-    router = StreamRouter(url)
+    router = StreamRouter(url, description=TAG)
 
     @router.subscriber("orders.{region}", title=TAG)
     @router.publisher("receipts", description=XSS)
@@ -87,6 +87,7 @@ def test_channels_operations_and_payload_fields_are_shown(memory_url: str) -> No
     page = page_for(memory_url)
     for text in ("orders.{region}", "receipts", "RECEIVE", "SEND", "notes", "shipping", "region"):
         assert text in page
+    assert "<td>&lt;img src=x" in page  # the server's description, escaped
     # nested models are linked tables; every link lands on an anchor of the page
     parsed = parse(page)
     local = [h[1:] for h in parsed.hrefs if h.startswith("#")]
