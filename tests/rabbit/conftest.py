@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import aio_pika
 import pytest
 
 from fastapi_stream.rabbit import RabbitRouter
@@ -26,6 +27,14 @@ MODES = [
 @pytest.fixture
 def uid() -> str:
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    """A plain aio-pika channel to set up and clean up what a test needs."""
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        yield await connection.channel()
 
 
 def router(uid: str, **options: Any) -> RabbitRouter:

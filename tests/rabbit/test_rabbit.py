@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -34,7 +33,6 @@ from fastapi_stream.testing import TestStreamBroker
 from tests.faults import Proxy
 
 from .conftest import (
-    URL,
     close_connections_named,
     connections_named,
     eventually,
@@ -44,14 +42,6 @@ from .conftest import (
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbit]
 
 FAST_RETRY = Retry(max_attempts=3, backoff=0.01, jitter=0)
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    """A plain aio-pika channel to set up and clean up what a test needs."""
-    connection = await aio_pika.connect(URL)
-    async with connection:
-        yield await connection.channel()
 
 
 async def test_amqp_url_picks_the_rabbit_transport_and_hides_the_password() -> None:

@@ -1,0 +1,159 @@
+"""RabbitMQ under the core's consume loop, on the real broker: settlements in bulk
+(``multiple=True`` acks beside messages still unsettled), results published together
+with their confirms before the acks, and a consumer that comes back on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import aio_pika
+import pytest
+
+from fastapi_stream import ConfigurationError, PublishError, StreamMessage
+from fastapi_stream.core.message import OutgoingMessage
+from fastapi_stream.rabbit import RabbitQueue, RabbitTransport
+
+from .conftest import URL, eventually, router
+
+pytestmark = [pytest.mark.anyio, pytest.mark.rabbit]
+
+
+async def _depth(admin: aio_pika.abc.AbstractChannel, name: str) -> int:
+    declared = await admin.declare_queue(name, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def test_workers_settle_every_message_exactly_once(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    """Workers finish out of order and one message waits for a delayed redelivery: each
+    message is acked once (a tag acked twice would close the channel and redeliver)."""
+    name = f"test.{uid}.workers"
+    rabbit = router(uid)
+    seen: Counter[int] = Counter()
+
+    @rabbit.subscriber(RabbitQueue(name, arguments={"x-expires": 30_000}), max_workers=5)
+    async def handle(n: int, msg: StreamMessage) -> None:
+        seen[n] += 1
+        await asyncio.sleep(random.uniform(0, 0.02))
+        if n == 3 and seen[n] == 1:
+            await msg.nack(delay=0.3)
+
+    try:
+        async with rabbit.broker as broker:
+            for n in range(40):
+                await broker.publish(n, name)
+            await eventually(lambda: sum(seen.values()) >= 41, "every message and the retry")
+            await asyncio.sleep(0.3)
+        # Closed: anything left unacknowledged would be back in the queue.
+        assert await _depth(admin, name) == 0
+    finally:
+        await admin.queue_delete(name)
+    assert seen == Counter({**dict.fromkeys(range(40), 1), 3: 2})
+
+
+async def test_results_are_confirmed_before_the_message_is_acked(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    """A result RabbitMQ returns (no queue bound yet) is not confirmed: the message it
+    answers is not acked but handled again, and its result then goes out."""
+    name, out = f"test.{uid}.in", f"test.{uid}.out"
+    rabbit = router(uid)
+    handled: list[int] = []
+
+    @rabbit.subscriber(RabbitQueue(name, durable=False, auto_delete=True))
+    @rabbit.publisher(out)
+    async def handle(n: int) -> int:
+        handled.append(n)
+        return n * 10
+
+    try:
+        async with rabbit.broker as broker:
+            await broker.publish(1, name)
+            await eventually(lambda: handled, "the first delivery")
+            results = await admin.declare_queue(out, arguments={"x-expires": 30_000})
+            await eventually(lambda: len(handled) >= 2, "the message handled again", 5)
+            message = await results.get(timeout=5)
+            assert message.body == b"10"
+    finally:
+        await admin.queue_delete(out)
+    assert handled == [1, 1]
+
+
+async def test_publish_many_confirms_all_and_names_what_failed(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    name = f"test.{uid}.many"
+    await admin.declare_queue(name, arguments={"x-expires": 30_000})
+    transport = RabbitTransport(URL, connection_name=f"fastapi-stream test {uid}")
+    await transport.connect()
+    try:
+        await transport.publish_many([OutgoingMessage(name, str(n).encode()) for n in range(50)])
+        await eventually(lambda: _depth(admin, name), "the messages")
+        assert await _depth(admin, name) == 50
+        with pytest.raises(PublishError, match=r"1 of 3 messages not sent: no queue is bound"):
+            await transport.publish_many(
+                [
+                    OutgoingMessage(name, b"a"),
+                    OutgoingMessage(f"test.{uid}.nowhere", b"lost"),
+                    OutgoingMessage(name, b"b"),
+                ]
+            )
+        assert await _depth(admin, name) == 52  # the others were sent and confirmed
+    finally:
+        await transport.close()
+        await admin.queue_delete(name)
+
+
+async def test_a_queue_declared_otherwise_is_a_configuration_error(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    """Retrying cannot fix a queue RabbitMQ has with other arguments: a clear error,
+    not an app waiting for a broker that is there."""
+    name = f"test.{uid}.other"
+    await admin.declare_queue(name, durable=False, auto_delete=True)
+    rabbit = router(uid)
+
+    @rabbit.subscriber(RabbitQueue(name))  # durable
+    async def handle(text: str) -> None: ...
+
+    try:
+        with pytest.raises(ConfigurationError, match="inequivalent arg 'durable'"):
+            await rabbit.broker.start()
+    finally:
+        await rabbit.broker.close()
+        await admin.queue_delete(name)
+
+
+async def test_consumer_comes_back_after_its_queue_is_deleted(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    """RabbitMQ cancels the consumer of a deleted queue; the subscription declares it
+    again and goes on consuming, with no restart."""
+    name = f"test.{uid}.deleted"
+    rabbit = router(uid)
+    received: list[str] = []
+
+    @rabbit.subscriber(RabbitQueue(name, arguments={"x-expires": 30_000}))
+    async def handle(text: str) -> None:
+        received.append(text)
+
+    try:
+        async with rabbit.broker as broker:
+            await broker.publish("before", name)
+            await eventually(lambda: received == ["before"], "the first message")
+            await admin.queue_delete(name)
+
+            async def delivered_again() -> bool:
+                try:
+                    await broker.publish("after", name)
+                except PublishError:
+                    return False  # not declared again yet
+                await asyncio.sleep(0.2)
+                return "after" in received
+
+            await eventually(delivered_again, "a message after the queue came back", 10)
+    finally:
+        await admin.queue_delete(name)
