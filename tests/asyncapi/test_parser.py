@@ -28,6 +28,8 @@ EXAMPLES = [
     "redis",
 ]
 VERSIONS = ["3.0.0", "2.6.0"]
+# node and the parser take seconds per document on a busy machine
+pytestmark = pytest.mark.timeout(180)
 
 
 def example_app(name: str) -> Any:

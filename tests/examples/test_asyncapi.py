@@ -114,6 +114,7 @@ def operations(client: ModuleType, wire: Any, codecs: Any) -> dict[str, Any]:
 
 
 @pytest.mark.rabbit
+@pytest.mark.timeout(180)  # the generator type-checks what it writes (mypy)
 def test_a_client_generated_from_the_document_talks_to_the_service(tmp_path: Path) -> None:
     from asyncapi_python.contrib.codec.registry import CodecRegistry
     from asyncapi_python.contrib.wire.amqp import AmqpWire
