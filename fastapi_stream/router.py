@@ -6,6 +6,7 @@ lifespan into the app's, so the broker starts with the app and closes after it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -37,6 +38,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Lifespan = Callable[[Any], Any]
+#: A startup or shutdown hook: called with the FastAPI app, sync or async; a startup hook
+#: may return a mapping of state.
+Hook = TypeVar("Hook", bound=Callable[[Any], Any])
 
 
 class StreamRouter(APIRouter):
@@ -91,10 +95,13 @@ class StreamRouter(APIRouter):
         max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
         **router_options: Any,
     ) -> None:
+        #: Whether an app (or a router) included this one.
+        self.included = False
         super().__init__(lifespan=self._lifespan, **router_options)
         self.server_name = server_name
         self.description = description
         self._user_lifespan = lifespan
+        self._app: Any = None  # the app whose lifespan runs this router, once it runs
         self._owns_broker = url_or_broker is not None
         self._broker: StreamBroker | None
         if isinstance(url_or_broker, StreamBroker):
@@ -150,7 +157,7 @@ class StreamRouter(APIRouter):
 
     def subscriber(
         self,
-        channel: str,
+        channel: str | None = None,
         *,
         group: str | None = None,
         ack_policy: AckPolicy | None = None,
@@ -181,10 +188,12 @@ class StreamRouter(APIRouter):
         ``options`` are the broker's own subscriber options.
         """
 
+        name = _channel_name("subscriber", channel, options)
+
         def register(func: Callable[P, R]) -> Endpoint[P, R]:
             endpoint = func if isinstance(func, Endpoint) else Endpoint(func)
             subscriber = Subscriber(
-                channel,
+                name,
                 endpoint,
                 group=group,
                 ack_policy=ack_policy,
@@ -214,7 +223,7 @@ class StreamRouter(APIRouter):
 
     def publisher(
         self,
-        channel: str,
+        channel: str | None = None,
         *,
         headers: Mapping[str, str] | None = None,
         title: str | None = None,
@@ -224,8 +233,9 @@ class StreamRouter(APIRouter):
     ) -> Publisher:
         """A publisher to ``channel``: ``await pub.publish(msg)``, or ``@pub`` on a handler
         to publish what it returns. ``options`` are the broker's own publish options."""
+        name = _channel_name("publisher", channel, options)
         publisher = Publisher(
-            channel,
+            name,
             headers=headers,
             title=title,
             description=description,
@@ -238,6 +248,42 @@ class StreamRouter(APIRouter):
         else:
             self._broker.add_publisher(publisher)
         return publisher
+
+    # Reading the lifespan is what including this router in an app (or another router)
+    # does: it is how the test broker knows an app's dependency_overrides may be missed.
+    @property
+    def lifespan_context(self) -> Any:
+        self.included = True
+        return self._lifespan_context
+
+    @lifespan_context.setter
+    def lifespan_context(self, value: Any) -> None:
+        self._lifespan_context = value
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def after_startup(self, hook: Hook) -> Hook:
+        """Run ``hook(app)`` once the broker is connected and its subscribers run (at
+        startup, or when a broker that was down answers). A mapping it returns is added
+        to the lifespan state, for handlers (``State``) and for ``app.state``."""
+        self.broker.startup_hooks.append(lambda: self._run_hook(hook))
+        return hook
+
+    def on_broker_shutdown(self, hook: Hook) -> Hook:
+        """Run ``hook(app)`` at shutdown, after the subscribers stopped and before the
+        connection closes (the broker can still publish)."""
+        self.broker.shutdown_hooks.append(lambda: self._run_hook(hook))
+        return hook
+
+    async def _run_hook(self, hook: Hook) -> None:
+        result = hook(self._app)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Mapping):
+            for key, value in result.items():
+                setattr(self.broker.state, key, value)
+                if self._app is not None:
+                    setattr(self._app.state, key, value)
 
     def include_router(self, router: APIRouter, **options: Any) -> None:
         """Include ``router`` as ``APIRouter.include_router`` does.
@@ -304,16 +350,27 @@ class StreamRouter(APIRouter):
         broker = self.broker
         broker.dependency_overrides_provider = app
         register_broker(app, broker)
-        async with self._user_state(app) as state:
-            await broker.start()
-            broker.logger.info(
-                "broker %s started with %d subscriber(s)",
-                broker.transport.describe(),
-                len(broker.subscribers),
-            )
-            try:
-                yield state
-            finally:
+        self._app = app
+        # Whoever starts the broker closes it: a test broker around the app keeps its own.
+        owner = not broker.started
+        if owner:
+            await broker.open()  # so that the lifespan below may publish
+        try:
+            async with self._user_state(app) as state:
+                if owner:
+                    await broker.start()
+                    broker.logger.info(
+                        "broker %s started with %d subscriber(s)",
+                        broker.transport.describe(),
+                        len(broker.subscribers),
+                    )
+                try:
+                    yield state
+                finally:
+                    if owner:  # handlers finish while what the lifespan made still exists
+                        await broker.stop()
+        finally:
+            if owner:
                 try:
                     await broker.close()
                 except Exception:
@@ -339,3 +396,26 @@ def _as_retry(retry: Retry | bool | None) -> Retry | None:
     if retry is False:
         return NO_RETRY
     return retry
+
+
+def _channel_name(what: str, channel: object, options: Mapping[str, Any]) -> str:
+    """``channel`` if it is a name; else a ConfigurationError that says what to write,
+    for the spellings of FastStream and of the broker routers (``list="jobs"``,
+    ``RabbitQueue("out")``) given where a channel name belongs."""
+    if isinstance(channel, str) and channel:
+        return channel
+    if channel is None:
+        given = ", ".join(f"{key}={value!r}" for key, value in options.items()) or "nothing"
+        named = next(((k, v) for k, v in options.items() if isinstance(v, str)), None)
+        example = f"{what}({named[1]!r}, {named[0]}=True)" if named else f"{what}('jobs')"
+        raise ConfigurationError(
+            f"{what}() needs a channel name as its first argument (given: {given}). "
+            f"Broker options such as list=, stream= or exchange= are what the broker's own "
+            f"router takes (RedisRouter, NatsRouter, RabbitRouter, KafkaRouter...); on a "
+            f"StreamRouter, name the channel and pass the option after it: {example}"
+        )
+    raise ConfigurationError(
+        f"{what}() takes a channel name (str), not {type(channel).__name__} {channel!r}: "
+        f"give its name ({what}({getattr(channel, 'name', 'name')!r})), or use the "
+        "broker's own router, which accepts its option objects"
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.datastructures import State
@@ -105,6 +105,10 @@ class StreamBroker:
         self._send: PublishNext = self._transport_publish
         self._close_task: asyncio.Future[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
+        #: Run once the broker is connected and its subscribers run (``after_startup``).
+        self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        #: Run after the subscribers stopped, before the connection closes.
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def __repr__(self) -> str:
         return f"StreamBroker({self.transport.describe()})"
@@ -151,29 +155,50 @@ class StreamBroker:
             await self.transport.connect()
             self._connected = True
 
+    async def open(self) -> None:
+        """Connect, or, while the broker does not answer, keep connecting in the background
+        (``fail_fast``: raise instead). Publishing works once it is connected. The router's
+        lifespan opens the broker before the app's own lifespan runs, so that the app can
+        publish at startup."""
+        if self._connected or self._connecting is not None:
+            return
+        self.loop = asyncio.get_running_loop()
+        try:
+            await self.connect()
+        except TransportError as exc:
+            if self.fail_fast:
+                raise
+            self._connect_later(exc)
+
     async def start(self) -> None:
-        """Connect and start every subscriber. If the broker cannot be reached, keep
-        trying in the background (or raise, with ``fail_fast``)."""
+        """Open the broker, start every subscriber and run the startup hooks; if the
+        broker cannot be reached, do so once it answers (or raise, with ``fail_fast``)."""
         if self._started:
             return
         self._started = True
         self.loop = asyncio.get_running_loop()
         try:
-            await self._start_subscribers()
+            await self.open()
+            if self._connecting is None:
+                await self._start_subscribers()
+                await self._after_startup()
         except TransportError as exc:
             if self.fail_fast:
                 await self.stop()
                 raise
-            self.logger.warning(
-                "broker %s is not reachable (%s); the app starts without it and keeps "
-                "connecting, and its readiness reports 503 until it answers",
-                self.transport.describe(),
-                exc,
-            )
-            self._connecting = asyncio.create_task(self._keep_connecting(exc))
+            self._connect_later(exc)
         except BaseException:
             await self.stop()
             raise
+
+    def _connect_later(self, error: TransportError) -> None:
+        self.logger.warning(
+            "broker %s is not reachable (%s); the app starts without it and keeps "
+            "connecting, and its readiness reports 503 until it answers",
+            self.transport.describe(),
+            error,
+        )
+        self._connecting = asyncio.create_task(self._keep_connecting(error))
 
     async def _start_subscribers(self) -> None:
         await self.connect()
@@ -192,21 +217,27 @@ class StreamBroker:
         attempts = Reconnecting(
             f"connecting to {self.transport.describe()}", self.reconnect, self.logger
         )
-        while self._started:
+        while True:
             await attempts.failed(error)
             try:
-                await self._start_subscribers()
+                await self.connect()
+                if self._started:
+                    await self._start_subscribers()
             except TransportError as exc:
                 error = exc
                 continue
+            break
+        attempts.succeeded()
+        self._connecting = None
+        if self._started:
+            try:
+                await self._after_startup()
             except Exception:
-                self.logger.exception(
-                    "broker %s answered, but its subscribers cannot start",
-                    self.transport.describe(),
-                )
-                return
-            attempts.succeeded()
-            return
+                self.logger.exception("a startup hook of %s failed", self.transport.describe())
+
+    async def _after_startup(self) -> None:
+        for hook in self.startup_hooks:
+            await hook()
 
     async def stop(self) -> None:
         """Stop every subscriber: no new messages, in-flight ones finish within
@@ -235,6 +266,11 @@ class StreamBroker:
     async def _close(self) -> None:
         await self.stop()
         if self._connected:
+            for hook in self.shutdown_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    self.logger.exception("a shutdown hook of %s failed", self.transport.describe())
             self._connected = False
             await self.transport.close()
 

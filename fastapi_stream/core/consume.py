@@ -75,6 +75,8 @@ class _Job:
             self.again.append(message)
 
     async def finish(self, results: Sequence[OutgoingMessage]) -> None:
+        if not (results or self.acked or self.rejected or self.again):
+            return
         loop = self.loop
         # Taken out of the job: a message points to its job, and no cycle must keep them.
         acked, rejected, again = self.acked, self.rejected, self.again
@@ -258,6 +260,9 @@ class ConsumeLoop:
         raise_errors: bool,
     ) -> None:
         task = asyncio.current_task()
+        if task is self._task:  # the fetch loop itself: stop waits for it anyway
+            await self._job(messages, run, raise_errors)
+            return
         assert task is not None
         self._enter(task)
         try:
@@ -280,14 +285,16 @@ class ConsumeLoop:
     ) -> None:
         job = _Job(self, messages)
         error: Exception | None = None
-        with outbox.collecting(self.broker) as results:
-            try:
-                await run(messages)
-            except Exception as exc:
-                if raise_errors:
-                    error = exc
-                else:
-                    self.log.exception("subscriber %s: handling a delivery failed", self.name)
+        token, results = outbox.open_outbox(self.broker)
+        try:
+            await run(messages)
+        except Exception as exc:
+            if raise_errors:
+                error = exc
+            else:
+                self.log.exception("subscriber %s: handling a delivery failed", self.name)
+        finally:
+            outbox.close_outbox(token)
         await job.finish(results)
         if error is not None:
             raise error

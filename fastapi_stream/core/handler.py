@@ -14,8 +14,9 @@ Where a message differs from a request:
   of a JSON object, as with ``Body(embed=True)``;
 * ``Path`` parameters come from the channel pattern (``"orders.{region}"``);
 * ``Header`` parameters come from the message headers, by alias or by name;
-* values are injected by type: :class:`StreamMessage`, :class:`logging.Logger`, the broker
-  and the lifespan :class:`~starlette.datastructures.State`.
+* values are injected by type: :class:`StreamMessage`, :class:`logging.Logger`, the broker,
+  the lifespan :class:`~starlette.datastructures.State`, and ``BackgroundTasks``, which run
+  after the handler returned (see :meth:`CallContext.run_background`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
-from fastapi import params
+from fastapi import BackgroundTasks, params
 from fastapi.concurrency import contextmanager_in_threadpool
 from fastapi.dependencies.utils import analyze_param, get_typed_signature
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import SchemaValidator
+from starlette.background import BackgroundTasks as StarletteBackgroundTasks
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
@@ -53,6 +55,7 @@ class ContextKind(enum.Enum):
     LOGGER = "logger"
     BROKER = "broker"
     STATE = "state"
+    BACKGROUND = "background"
 
 
 @dataclass(slots=True)
@@ -64,6 +67,8 @@ class CallContext:
     logger: logging.Logger
     state: State
     overrides: Mapping[Callable[..., Any], Callable[..., Any]] = field(default_factory=dict)
+    #: Made when a handler or dependency asks for ``BackgroundTasks``.
+    background: BackgroundTasks | None = None
 
     def get(self, kind: ContextKind) -> Any:
         if kind is ContextKind.MESSAGE:
@@ -72,7 +77,29 @@ class CallContext:
             return self.logger
         if kind is ContextKind.BROKER:
             return self.broker
+        if kind is ContextKind.BACKGROUND:
+            if self.background is None:
+                self.background = BackgroundTasks()
+            return self.background
         return self.state
+
+    async def run_background(self) -> None:
+        """Run the tasks the handler added, in order, after it returned and before its
+        message is acknowledged (a crash meanwhile delivers the message again). A task
+        that raises is logged with its traceback; the message is acknowledged all the
+        same, as an HTTP response is sent before FastAPI's background tasks run."""
+        tasks, self.background = self.background, None
+        if tasks is None:
+            return
+        for task in tasks.tasks:
+            try:
+                await task()
+            except Exception:
+                self.logger.exception(
+                    "background task %s of message %s failed",
+                    getattr(task.func, "__qualname__", repr(task.func)),
+                    self.message.message_id,
+                )
 
 
 @dataclass(slots=True)
@@ -141,6 +168,8 @@ def _context_kind(annotation: Any) -> ContextKind | None:
         return ContextKind.BROKER
     if issubclass(annotation, State):
         return ContextKind.STATE
+    if issubclass(annotation, StarletteBackgroundTasks):  # FastAPI's is a subclass
+        return ContextKind.BACKGROUND
     return None
 
 
@@ -180,8 +209,8 @@ def _analyse(
         info = details.field.field_info if details.field is not None else None
         if info is None:
             raise ConfigurationError(
-                f"{where}: parameter {param.name!r} is an HTTP-only type; message handlers "
-                "receive the message as `msg: StreamMessage`"
+                f"{where}: parameter {param.name!r} is an HTTP-only type (Request, Response, "
+                "WebSocket...); message handlers receive the message as `msg: StreamMessage`"
             )
         if isinstance(info, _UNSUPPORTED):
             raise ConfigurationError(

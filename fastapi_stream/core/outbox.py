@@ -2,7 +2,7 @@
 
 A subscriber publishes what a handler returns (to its ``@publisher`` channels and to
 ``reply_to``) before it acks the message it answers. The consume loop (``core/consume.py``)
-opens an outbox with :func:`collecting` around each delivery, owned by the broker; the
+opens an outbox with :func:`open_outbox` around each delivery, owned by the broker; the
 subscriber marks result publishes with :func:`begin_result` / :func:`end_result`; the
 broker hands such a publish to :func:`defer`, which keeps it in the outbox. After the
 delivery the loop sends the outbox with ``Transport.publish_many`` and only then the
@@ -16,12 +16,10 @@ A result published through another broker goes out at once (the open outbox is n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["begin_result", "collecting", "defer", "end_result", "take"]
+__all__ = ["begin_result", "close_outbox", "defer", "end_result", "open_outbox", "take"]
 
 #: The open outbox: the transport that opened it, and its deferred publishes.
 _outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
@@ -30,16 +28,17 @@ _outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
 _result: ContextVar[bool] = ContextVar("fastapi_stream_result", default=False)
 
 
-@contextmanager
-def collecting(owner: object) -> Iterator[list[Any]]:
-    """Open ``owner``'s outbox (``owner`` is the transport) for the delivery handled inside
-    the block; yields its list of deferred publishes, in the order they were made."""
+def open_outbox(owner: object) -> tuple[Token[Any], list[Any]]:
+    """Open ``owner``'s outbox (``owner`` is the broker) for the delivery handled until
+    :func:`close_outbox`; returns the token to close it with and the list that collects
+    the deferred publishes, in the order they were made. (A plain call pair, not a
+    context manager: this runs for every delivery.)"""
     outbox: list[Any] = []
-    token = _outbox.set((owner, outbox))
-    try:
-        yield outbox
-    finally:
-        _outbox.reset(token)
+    return _outbox.set((owner, outbox)), outbox
+
+
+def close_outbox(token: Token[Any]) -> None:
+    _outbox.reset(token)
 
 
 def begin_result() -> Token[bool]:

@@ -59,8 +59,11 @@ class Publisher:
         include_in_schema: bool = True,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        if not channel:
-            raise ConfigurationError("a publisher needs a channel name")
+        if not channel or not isinstance(channel, str):
+            raise ConfigurationError(
+                f"a publisher needs a channel name (str), not {type(channel).__name__} "
+                f"{channel!r}"
+            )
         self.channel = channel
         self.headers = dict(headers or {})
         self.options = dict(options or {})

@@ -79,6 +79,11 @@ class Subscriber:
         include_in_schema: bool = True,
         options: dict[str, Any] | None = None,
     ) -> None:
+        if not channel or not isinstance(channel, str):
+            raise ConfigurationError(
+                f"a subscriber needs a channel name (str), not {type(channel).__name__} "
+                f"{channel!r}"
+            )
         if max_workers < 1:
             raise ConfigurationError(f"subscriber {channel!r}: max_workers must be >= 1")
         self.channel = ChannelPattern.parse(channel)
@@ -278,6 +283,8 @@ class Subscriber:
             ctx = self._context(valid[0]) if self.plan.needs_context else None
             result = await self.plan.run_batch(items, ctx)
             await self._publish_result(valid[0], result, reply=False)
+            if ctx is not None and ctx.background is not None:
+                await ctx.run_background()
         except Exception as exc:
             error = exc
             # In order: the core hands the nacks to the transport together, in this order.
@@ -310,6 +317,8 @@ class Subscriber:
         ctx = self._context(message) if self.plan.needs_context else None
         result = await self.plan.run(message, ctx)
         await self._publish_result(message, result)
+        if ctx is not None and ctx.background is not None:
+            await ctx.run_background()
         return result
 
     def _context(self, message: StreamMessage) -> CallContext:

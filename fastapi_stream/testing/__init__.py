@@ -1,5 +1,5 @@
 """Testing helpers: :class:`TestStreamBroker` runs handlers in memory."""
 
-from fastapi_stream.testing.broker import TestStreamBroker
+from fastapi_stream.testing.broker import StreamTestWarning, TestStreamBroker
 
-__all__ = ["TestStreamBroker"]
+__all__ = ["StreamTestWarning", "TestStreamBroker"]

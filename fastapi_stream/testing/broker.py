@@ -10,7 +10,9 @@ a handler's exception is raised at the ``publish`` that caused it.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi_stream.core.broker import StreamBroker
@@ -19,7 +21,11 @@ from fastapi_stream.memory.engine import MemoryEngine
 from fastapi_stream.memory.transport import MemoryTransport
 from fastapi_stream.router import StreamRouter
 
-__all__ = ["TestStreamBroker"]
+__all__ = ["StreamTestWarning", "TestStreamBroker"]
+
+
+class StreamTestWarning(UserWarning):
+    """A test broker runs in a way that likely differs from the app under test."""
 
 _SYNC_TIMEOUT = 30.0
 
@@ -29,32 +35,74 @@ class TestStreamBroker:
 
     Use it as ``async with`` (the broker starts inside the block, no app needed) or as
     ``with`` next to FastAPI's ``TestClient``, entered before or after it. With
+    ``app=app``, ``async with`` also runs the app's lifespan, so its state and its
+    ``dependency_overrides`` apply to the handlers as they do under ``TestClient``. With
     ``with_real=True`` the real broker is used and only the mocks are switched on, so
     the same test runs against the real thing (wait with ``await handler.wait_call()``).
     """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, target: StreamRouter | StreamBroker, *, with_real: bool = False) -> None:
+    def __init__(
+        self,
+        target: StreamRouter | StreamBroker,
+        *,
+        with_real: bool = False,
+        app: Any = None,
+    ) -> None:
         self.broker = target.broker if isinstance(target, StreamRouter) else target
         self.with_real = with_real
+        self.app = app
+        self._router = target if isinstance(target, StreamRouter) else None
         self._replaced: Transport | None = None
         self._owns_start = False
+        self._lifespan: AbstractAsyncContextManager[Any] | None = None
+        self._provider: Any = None
 
     # -- async use ---------------------------------------------------------------------
 
     async def __aenter__(self) -> StreamBroker:
         await self._enter()
+        self._provider = self.broker.dependency_overrides_provider
+        if self.app is not None:
+            # The app's lifespan, as a server runs it: its state, and the router's
+            # lifespan, which starts the broker and lets handlers see the app's
+            # dependency_overrides.
+            self._lifespan = self.app.router.lifespan_context(self.app)
+            state = await self._lifespan.__aenter__()
+            for key, value in (state or {}).items():
+                setattr(self.broker.state, key, value)
+            self.broker.dependency_overrides_provider = self.app
+        else:
+            self._warn_if_overrides_unseen()
         if not self.broker.started:
             await self.broker.start()
             self._owns_start = True
         return self.broker
 
     async def __aexit__(self, *exc_info: object) -> None:
+        lifespan, self._lifespan = self._lifespan, None
+        if lifespan is not None:
+            await lifespan.__aexit__(None, None, None)
+            self.broker.dependency_overrides_provider = self._provider
         if self._owns_start:
             await self.broker.close()
             self._owns_start = False
         await self._exit()
+
+    def _warn_if_overrides_unseen(self) -> None:
+        router = self._router
+        if router is None or not router.included or self.broker.dependency_overrides_provider:
+            return
+        if any(s.plan.has_dependencies for s in self.broker.subscribers):
+            warnings.warn(
+                "TestStreamBroker runs handlers with dependencies, but without the app "
+                "their router was included in: app.dependency_overrides and the app's "
+                "lifespan do not apply. Pass the app, TestStreamBroker(router, app=app), "
+                "or use it beside TestClient(app)",
+                StreamTestWarning,
+                stacklevel=3,
+            )
 
     # -- sync use, beside TestClient ---------------------------------------------------
 

@@ -30,7 +30,7 @@ def clean_state() -> Iterator[None]:
 
 @pytest.mark.anyio
 async def test_one_model_receives_the_whole_body() -> None:
-    async with TestStreamBroker(example.router) as broker:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
         await broker.publish({"id": 1, "sku": "apple"}, "handlers.orders")
         example.take_order.mock.assert_called_once_with({"id": 1, "sku": "apple"})
     assert example.orders == [example.Order(id=1, sku="apple", quantity=1)]
@@ -38,7 +38,7 @@ async def test_one_model_receives_the_whole_body() -> None:
 
 @pytest.mark.anyio
 async def test_several_parameters_receive_the_fields_of_a_json_object() -> None:
-    async with TestStreamBroker(example.router) as broker:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
         await broker.publish({"order_id": 1, "amount": 9.5}, "handlers.payments")
         await broker.publish({"order_id": 2, "amount": 3, "currency": "USD"}, "handlers.payments")
         with pytest.raises(PayloadError, match=r"body\.order_id: Field required"):
@@ -48,7 +48,7 @@ async def test_several_parameters_receive_the_fields_of_a_json_object() -> None:
 
 @pytest.mark.anyio
 async def test_path_parameter_from_the_channel_and_a_header() -> None:
-    async with TestStreamBroker(example.router) as broker:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
         await broker.publish(
             {"id": 7, "sku": "pear"}, "handlers.shipments.eu", headers={"tenant-id": "acme"}
         )
@@ -62,7 +62,7 @@ async def test_yield_dependency_is_closed_after_the_handler(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="fastapi_stream")
-    async with TestStreamBroker(example.router) as broker:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
         await broker.publish(
             {"id": 3, "sku": "apple", "quantity": 2},
             "handlers.reservations",
@@ -103,7 +103,7 @@ def test_results_go_to_publishers_and_back_to_the_requester() -> None:
 
 @pytest.mark.anyio
 async def test_reply_carries_the_response_headers() -> None:
-    async with TestStreamBroker(example.router) as broker:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
         reply = await broker.request(example.Quote(sku="pear", quantity=2), "handlers.quotes")
     assert reply.decode() == {"sku": "pear", "total": 1.5}
     assert reply.headers["priced-by"] == "v2"
@@ -111,7 +111,7 @@ async def test_reply_carries_the_response_headers() -> None:
 
 @pytest.mark.anyio
 async def test_a_batch_handler_gets_valid_items_as_a_list() -> None:
-    async with TestStreamBroker(example.router) as broker:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
         await broker.publish({"id": 1, "sku": "pear"}, "handlers.stock")
         with pytest.raises(PayloadError):
             await broker.publish({"id": "x"}, "handlers.stock")
