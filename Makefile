@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo test lint format typecheck docs check clean brokers bench
+.PHONY: help install demo test lint format typecheck docs check clean brokers bench faults
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ bench: $(STAMP)  ## throughput against the raw clients and FastStream (writes be
 	$(BIN)/python -m pip install --quiet --group bench
 	$(BIN)/python tests/brokers.py ensure kafka redis rabbit nats
 	$(BIN)/python -m bench.run
+
+faults: $(STAMP)  ## the fault suite on every broker (own instances); prints the table, updates docs/reliability.md
+	FAULTS_FULL=1 FAULTS_DOCS=docs/reliability.md $(BIN)/python -m pytest tests/faults -m faults
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

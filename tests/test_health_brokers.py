@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastapi_stream import StreamRouter
-from tests.faults import Proxy
+from tests.faults.proxy import Proxy
 
 #: broker -> (its port, URL through a proxy port)
 BROKERS: dict[str, tuple[int, Callable[[int], str]]] = {

@@ -30,7 +30,7 @@ from fastapi_stream.rabbit import (
     RabbitTransport,
 )
 from fastapi_stream.testing import TestStreamBroker
-from tests.faults import Proxy
+from tests.faults.proxy import Proxy
 
 from .conftest import (
     close_connections_named,

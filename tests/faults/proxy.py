@@ -1,4 +1,4 @@
-"""Fault injection shared by broker tests: everything stays on loopback and is bounded."""
+"""A loopback TCP proxy in front of a broker, to cut and restore its connections."""
 
 from __future__ import annotations
 
