@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Header, Request
 from pydantic import BaseModel
 
 from fastapi_stream import Logger, Response, State, StreamBroker, StreamMessage, StreamRouter
@@ -231,6 +231,44 @@ async def get_quote(sku: str, quantity: int = 1) -> Any:
 
 
 # --8<-- [end:results]
+
+
+# --8<-- [start:startup]
+lifecycle = router.publisher("handlers.lifecycle")
+
+
+@router.after_startup
+async def announce(app: FastAPI) -> dict[str, Any]:
+    """Runs once the broker is connected and the subscribers run; what it returns joins
+    the lifespan state (``State`` in handlers, ``app.state`` for HTTP routes)."""
+    await lifecycle.publish({"event": "started", "service": app.title})
+    return {"announced": True}
+
+
+@router.on_broker_shutdown
+async def say_goodbye(app: FastAPI) -> None:
+    """Runs at shutdown, after the subscribers stopped, while the broker can publish."""
+    await lifecycle.publish({"event": "stopping", "service": app.title})
+
+
+# --8<-- [end:startup]
+
+
+# --8<-- [start:background]
+notifications: list[str] = []
+
+
+def notify_customer(order_id: int) -> None:
+    notifications.append(f"order {order_id} is packed")
+
+
+@router.subscriber("handlers.packing")
+async def pack(order: Order, tasks: BackgroundTasks) -> None:
+    """The task runs after the handler returned, before the message is acknowledged."""
+    tasks.add_task(notify_customer, order.id)
+
+
+# --8<-- [end:background]
 
 
 app = FastAPI(title="fastapi-stream handlers example")

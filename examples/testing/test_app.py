@@ -55,7 +55,7 @@ def test_currency_can_be_overridden() -> None:
 # --8<-- [start:async]
 @pytest.mark.anyio
 async def test_validate_passes_the_order_on() -> None:
-    async with TestStreamBroker(router) as broker:
+    async with TestStreamBroker(router, app=app) as broker:
         await broker.publish({"id": 3, "amount": 1}, "orders")
 
         validate.mock.assert_called_once_with({"id": 3, "amount": 1})
@@ -65,10 +65,26 @@ async def test_validate_passes_the_order_on() -> None:
 # --8<-- [end:async]
 
 
+# --8<-- [start:override-async]
+@pytest.mark.anyio
+async def test_currency_can_be_overridden_without_test_client() -> None:
+    app.dependency_overrides[currency] = lambda: "CHF"
+    try:
+        async with TestStreamBroker(router, app=app) as broker:
+            await broker.publish({"id": 6, "amount": 4}, "orders")
+
+            audit.mock.assert_called_once_with({"id": 6, "amount": 4.0, "currency": "CHF"})
+    finally:
+        app.dependency_overrides.clear()
+
+
+# --8<-- [end:override-async]
+
+
 # --8<-- [start:errors]
 @pytest.mark.anyio
 async def test_an_invalid_order_is_rejected() -> None:
-    async with TestStreamBroker(router) as broker:
+    async with TestStreamBroker(router, app=app) as broker:
         with pytest.raises(PayloadError, match=r"body\.amount"):
             await broker.publish({"id": 4, "amount": 0}, "orders")
 
@@ -82,7 +98,7 @@ async def test_an_invalid_order_is_rejected() -> None:
 @pytest.mark.anyio
 async def test_against_the_real_broker() -> None:
     # BROKER_URL=kafka://... runs this against Kafka; by default the memory broker.
-    async with TestStreamBroker(router, with_real=True) as broker:
+    async with TestStreamBroker(router, app=app, with_real=True) as broker:
         await broker.publish({"id": 5, "amount": 3}, "orders")
         await audit.wait_call(timeout=10)
 

@@ -116,3 +116,21 @@ async def test_a_batch_handler_gets_valid_items_as_a_list() -> None:
         with pytest.raises(PayloadError):
             await broker.publish({"id": "x"}, "handlers.stock")
     assert example.batches == [["pear"]]
+
+
+@pytest.mark.anyio
+async def test_hooks_announce_start_and_stop() -> None:
+    async with TestStreamBroker(example.router, app=example.app) as broker:
+        example.lifecycle.mock.assert_called_once_with(
+            {"event": "started", "service": "fastapi-stream handlers example"}
+        )
+        assert broker.state.announced is True
+    # Hooks run while the app shuts down; the mock was reset when the block ended.
+
+
+@pytest.mark.anyio
+async def test_background_tasks_run_after_the_handler() -> None:
+    example.notifications.clear()
+    async with TestStreamBroker(example.router, app=example.app) as broker:
+        await broker.publish({"id": 9, "sku": "apple"}, "handlers.packing")
+        assert example.notifications == ["order 9 is packed"]

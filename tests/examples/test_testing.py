@@ -13,6 +13,7 @@ from examples.testing.test_app import (
     test_an_invalid_order_is_rejected,
     test_create_order,
     test_currency_can_be_overridden,
+    test_currency_can_be_overridden_without_test_client,
     test_validate_passes_the_order_on,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "test_an_invalid_order_is_rejected",
     "test_create_order",
     "test_currency_can_be_overridden",
+    "test_currency_can_be_overridden_without_test_client",
     "test_validate_passes_the_order_on",
 ]
 
