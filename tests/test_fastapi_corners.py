@@ -247,3 +247,13 @@ def test_no_logging_noise_from_hooks_without_an_app(caplog: pytest.LogCaptureFix
     with TestClient(_app(router)):
         pass
     assert not caplog.records
+
+
+def test_rabbit_publisher_takes_a_queue_and_refuses_a_bad_exchange_at_once() -> None:
+    from fastapi_stream.rabbit import RabbitQueue, RabbitRouter
+
+    router = RabbitRouter("amqp://guest:guest@127.0.0.1:5672/", exchange="orders")
+    out = router.publisher(RabbitQueue("out"))  # FastStream's spelling
+    assert (out.channel, out.options["exchange"]) == ("out", "")  # the default exchange
+    with pytest.raises(ConfigurationError, match="exchange must be a name or a RabbitExchange"):
+        router.publisher("out", exchange=42)  # type: ignore[arg-type]

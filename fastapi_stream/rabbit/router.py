@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.publisher import Publisher
-from fastapi_stream.rabbit.options import RabbitExchange, RabbitQueue
+from fastapi_stream.rabbit.options import RabbitExchange, RabbitQueue, as_exchange
 from fastapi_stream.rabbit.transport import RabbitTransport
 from fastapi_stream.router import StreamRouter
 
@@ -94,7 +94,7 @@ class RabbitRouter(StreamRouter):
 
     def publisher(  # type: ignore[override]
         self,
-        routing_key: str,
+        routing_key: str | RabbitQueue,
         exchange: str | RabbitExchange | None = None,
         *,
         mandatory: bool = True,
@@ -109,8 +109,14 @@ class RabbitRouter(StreamRouter):
         ``mandatory`` publishes that no queue gets raise
         :class:`~fastapi_stream.PublishError`; ``persist`` stores messages on disk;
         ``expiration`` is in seconds. Other keywords are
-        :meth:`StreamRouter.publisher`'s.
+        :meth:`StreamRouter.publisher`'s. A :class:`RabbitQueue` (FastStream's spelling)
+        publishes to that queue: its name through the default exchange, unless an
+        ``exchange`` is given.
         """
+        if isinstance(routing_key, RabbitQueue):
+            exchange = "" if exchange is None else exchange
+            routing_key = routing_key.name
+        as_exchange(exchange)  # a wrong type fails here, not at the first publish
         extra: dict[str, Any] = {"mandatory": mandatory, "persist": persist}
         if exchange is not None:
             extra["exchange"] = exchange
