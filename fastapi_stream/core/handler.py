@@ -21,85 +21,28 @@ Where a message differs from a request:
 
 from __future__ import annotations
 
-import enum
 import inspect
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args, get_origin
 
-from fastapi import BackgroundTasks, params
+from fastapi import params
 from fastapi.concurrency import contextmanager_in_threadpool
 from fastapi.dependencies.utils import analyze_param, get_typed_signature
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import SchemaValidator
-from starlette.background import BackgroundTasks as StarletteBackgroundTasks
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
 
 from fastapi_stream.core import codec
+from fastapi_stream.core.context import CallContext, ContextKind, context_kind
 from fastapi_stream.core.errors import ConfigurationError, PayloadError
 from fastapi_stream.core.message import StreamMessage
 
-__all__ = ["CallContext", "CallPlan", "ContextKind"]
+__all__ = ["CallContext", "CallPlan", "ContextKind"]  # the context's names, re-exported
 
 _Undefined: Any = object()
-
-
-class ContextKind(enum.Enum):
-    """Values a handler receives by the type of its parameter."""
-
-    MESSAGE = "message"
-    LOGGER = "logger"
-    BROKER = "broker"
-    STATE = "state"
-    BACKGROUND = "background"
-
-
-@dataclass(slots=True)
-class CallContext:
-    """What one message's handler call may be given besides the message's own content."""
-
-    message: StreamMessage
-    broker: Any
-    logger: logging.Logger
-    state: State
-    overrides: Mapping[Callable[..., Any], Callable[..., Any]] = field(default_factory=dict)
-    #: Made when a handler or dependency asks for ``BackgroundTasks``.
-    background: BackgroundTasks | None = None
-
-    def get(self, kind: ContextKind) -> Any:
-        if kind is ContextKind.MESSAGE:
-            return self.message
-        if kind is ContextKind.LOGGER:
-            return self.logger
-        if kind is ContextKind.BROKER:
-            return self.broker
-        if kind is ContextKind.BACKGROUND:
-            if self.background is None:
-                self.background = BackgroundTasks()
-            return self.background
-        return self.state
-
-    async def run_background(self) -> None:
-        """Run the tasks the handler added, in order, after it returned and before its
-        message is acknowledged (a crash meanwhile delivers the message again). A task
-        that raises is logged with its traceback; the message is acknowledged all the
-        same, as an HTTP response is sent before FastAPI's background tasks run."""
-        tasks, self.background = self.background, None
-        if tasks is None:
-            return
-        for task in tasks.tasks:
-            try:
-                await task()
-            except Exception:
-                self.logger.exception(
-                    "background task %s of message %s failed",
-                    getattr(task.func, "__qualname__", repr(task.func)),
-                    self.message.message_id,
-                )
 
 
 @dataclass(slots=True)
@@ -153,26 +96,6 @@ def _call_kind(call: Callable[..., Any]) -> str:
     return "sync"
 
 
-def _context_kind(annotation: Any) -> ContextKind | None:
-    from fastapi_stream.core.broker import StreamBroker  # the broker module imports this one
-
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    if not inspect.isclass(annotation):
-        return None
-    if issubclass(annotation, StreamMessage):
-        return ContextKind.MESSAGE
-    if issubclass(annotation, logging.Logger):
-        return ContextKind.LOGGER
-    if issubclass(annotation, StreamBroker):
-        return ContextKind.BROKER
-    if issubclass(annotation, State):
-        return ContextKind.STATE
-    if issubclass(annotation, StarletteBackgroundTasks):  # FastAPI's is a subclass
-        return ContextKind.BACKGROUND
-    return None
-
-
 _UNSUPPORTED = (params.Cookie, params.Form, params.File)
 
 
@@ -184,7 +107,7 @@ def _analyse(
     for param in get_typed_signature(call).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        context = _context_kind(param.annotation)
+        context = context_kind(param.annotation)
         if context is not None:
             node.context.append((param.name, context))
             continue
