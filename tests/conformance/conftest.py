@@ -118,6 +118,7 @@ MEMORY = TransportCase("memory", connect=lambda namespace: f"memory://{namespace
 EXAMPLE = TransportCase("example", connect=lambda namespace: QueueTransport(namespace))
 
 from tests.kafka.cases import KAFKA  # noqa: E402 - likewise
+from tests.mqtt.cases import MQTT  # noqa: E402 - likewise
 from tests.nats.cases import NATS_CORE, NATS_JETSTREAM  # noqa: E402 - likewise
 from tests.rabbit.cases import RABBIT  # noqa: E402 - it builds on the classes above
 from tests.redis.cases import REDIS_CHANNEL, REDIS_LIST, REDIS_STREAM  # noqa: E402
@@ -132,6 +133,7 @@ CASES = [
     pytest.param(REDIS_STREAM, id="redis-stream", marks=pytest.mark.redis),
     pytest.param(REDIS_LIST, id="redis-list", marks=pytest.mark.redis),
     pytest.param(REDIS_CHANNEL, id="redis-channel", marks=pytest.mark.redis),
+    pytest.param(MQTT, id="mqtt", marks=pytest.mark.mqtt),
 ]
 
 

@@ -1,0 +1,90 @@
+"""``MqttRouter``: a :class:`StreamRouter` on MQTT whose ``subscriber`` and ``publisher``
+take MQTT's own options: ``qos``, ``retain`` and ``expiry``."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.publisher import Publisher
+from fastapi_stream.mqtt.options import QoSLevel, qos_of
+from fastapi_stream.mqtt.transport import MqttTransport
+from fastapi_stream.router import StreamRouter
+
+__all__ = ["MqttRouter"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class MqttRouter(StreamRouter):
+    """A :class:`StreamRouter` connected to the MQTT broker at ``url``.
+
+    ``client_id`` gives every subscriber a persistent session (at-least-once across
+    restarts; replicas need different ids), ``version`` is ``"5.0"`` or ``"3.1.1"``,
+    ``qos`` the default QoS of subscribers and publishes. Every other argument is
+    :class:`StreamRouter`'s. See :class:`MqttTransport`.
+    """
+
+    def __init__(
+        self,
+        url: str = "mqtt://localhost:1883",
+        *,
+        client_id: str | None = None,
+        version: str | None = None,
+        qos: QoSLevel = 1,
+        session_expiry: int = 3600,
+        keepalive: int = 60,
+        publish_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+        **options: Any,
+    ) -> None:
+        transport = MqttTransport(
+            url,
+            client_id=client_id,
+            version=version,
+            qos=qos,
+            session_expiry=session_expiry,
+            keepalive=keepalive,
+            publish_timeout=publish_timeout,
+            connect_timeout=connect_timeout,
+            tls=tls,
+        )
+        super().__init__(transport, **options)
+
+    def subscriber(
+        self, channel: str | None = None, *, qos: QoSLevel | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Endpoint[P, R]]:
+        """Consume ``channel``: a topic name, a filter with ``+``/``#`` wildcards, or a
+        pattern whose ``{param}`` levels reach the handler (``"sensors/{room}/temp"``).
+        ``group=`` makes it a shared subscription (``$share/{group}/...``); ``qos`` is
+        the highest QoS the broker uses for it (the router's default when absent).
+
+        Everything else (``group``, ``retry``, ``dead_letter``, ``max_workers``...) is
+        :meth:`StreamRouter.subscriber`'s.
+        """
+        if qos is not None:
+            options["qos"] = qos_of({"qos": qos}, qos)
+        return super().subscriber(channel, **options)
+
+    def publisher(
+        self,
+        channel: str | None = None,
+        *,
+        qos: QoSLevel | None = None,
+        retain: bool = False,
+        expiry: int | None = None,
+        **options: Any,
+    ) -> Publisher:
+        """A publisher to topic ``channel`` with MQTT's ``qos``, ``retain`` flag and message
+        ``expiry`` in seconds (MQTT 5)."""
+        if qos is not None:
+            options["qos"] = qos_of({"qos": qos}, qos)
+        if retain:
+            options["retain"] = True
+        if expiry is not None:
+            options["expiry"] = expiry
+        return super().publisher(channel, **options)
