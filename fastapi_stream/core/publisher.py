@@ -61,8 +61,7 @@ class Publisher:
     ) -> None:
         if not channel or not isinstance(channel, str):
             raise ConfigurationError(
-                f"a publisher needs a channel name (str), not {type(channel).__name__} "
-                f"{channel!r}"
+                f"a publisher needs a channel name (str), not {type(channel).__name__} {channel!r}"
             )
         self.channel = channel
         self.headers = dict(headers or {})

@@ -81,8 +81,7 @@ class Subscriber:
     ) -> None:
         if not channel or not isinstance(channel, str):
             raise ConfigurationError(
-                f"a subscriber needs a channel name (str), not {type(channel).__name__} "
-                f"{channel!r}"
+                f"a subscriber needs a channel name (str), not {type(channel).__name__} {channel!r}"
             )
         if max_workers < 1:
             raise ConfigurationError(f"subscriber {channel!r}: max_workers must be >= 1")
