@@ -27,6 +27,7 @@ __all__ = ["StreamTestWarning", "TestStreamBroker"]
 class StreamTestWarning(UserWarning):
     """A test broker runs in a way that likely differs from the app under test."""
 
+
 _SYNC_TIMEOUT = 30.0
 
 
