@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from zmqtt import MQTTClient, MQTTError, QoS, RetainHandling
+from zmqtt import Message, MQTTClient, MQTTError, QoS, RetainHandling
 from zmqtt import Subscription as ZSubscription
 
 from fastapi_stream.core.errors import TransportError
@@ -53,14 +53,28 @@ def _take_queued(sub: ZSubscription, limit: int) -> list[StreamMessage]:
     zmqtt's public ``get_message()`` starts a task per call to watch for connection
     failures; for the messages already buffered behind the first one that costs more
     than the rest of the pipeline, so they are taken from its queue directly. This is
-    the one place that touches zmqtt's internals.
+    the other place that touches zmqtt's internals (see :func:`_tolerate_one_over`).
     """
-    queue: asyncio.Queue[object] | None = getattr(sub, "_queue", None)
+    queue: asyncio.Queue[Message] | None = getattr(sub, "_queue", None)
     taken: list[StreamMessage] = []
     while queue is not None and len(taken) < limit and not queue.empty():
-        raw = queue.get_nowait()
-        taken.append(message_of(raw))  # type: ignore[arg-type]
+        taken.append(message_of(queue.get_nowait()))
     return taken
+
+
+def _tolerate_one_over(client: MQTTClient) -> None:
+    """Keep asking the broker for ``receive_maximum``, without zmqtt closing the connection
+    when the broker sends more.
+
+    Mosquitto 2.0.11 (Debian 12, Ubuntu 22.04) sends one PUBLISH over the client's
+    receive maximum under load; zmqtt then closes the connection (MQTT 5 allows it), and
+    a clean session loses what was unacknowledged. The buffer has room for twice the
+    limit, so the extra message never blocks zmqtt's reader. This and
+    :func:`_take_queued` are the only places that touch zmqtt's internals.
+    """
+    inbound = getattr(getattr(client, "_protocol", None), "inbound", None)
+    if inbound is not None and hasattr(inbound, "_receive_maximum"):
+        setattr(inbound, "_receive_maximum", None)  # noqa: B010 - a Final attribute
 
 
 class MqttSubscription(Subscription):
@@ -79,6 +93,7 @@ class MqttSubscription(Subscription):
         self.sub: ZSubscription | None = None
         #: Nacked messages, still unacknowledged, handed out again by the next fetch.
         self.again: deque[StreamMessage] = deque()
+        self.reconnecting = False  # set once subscribed: a later open() is a reconnect
 
     async def open(self) -> None:
         """Connect and subscribe; raise :class:`TransportError` if the broker refuses."""
@@ -90,15 +105,13 @@ class MqttSubscription(Subscription):
         try:
             async with asyncio.timeout(transport.connect_timeout):
                 await client.connect()
+                _tolerate_one_over(client)
                 sub = client.subscribe(
                     self.topic,
                     qos=self.qos,
                     auto_ack=self.qos is QoS.AT_MOST_ONCE,
-                    receive_buffer_size=self.prefetch,
-                    # Subscribing again after a reconnect must not resend retained ones.
-                    retain_handling=RetainHandling.SEND_IF_NOT_EXISTS
-                    if transport.v5
-                    else RetainHandling.SEND_ON_SUBSCRIBE,
+                    receive_buffer_size=2 * self.prefetch,
+                    retain_handling=self._retained(),
                 )
                 await sub.start()
         except (MQTTError, OSError, TimeoutError) as exc:
@@ -110,6 +123,14 @@ class MqttSubscription(Subscription):
         if self.persistent:
             self.again.clear()  # still unacknowledged in the session: the broker resends them
         self.client, self.sub = client, sub
+        self.reconnecting = True
+
+    def _retained(self) -> RetainHandling:
+        """Retained messages at start, as every MQTT client gets them; after a reconnect
+        only where the broker lost the subscription (MQTT 5), not once more."""
+        if self.reconnecting and self.transport.v5:
+            return RetainHandling.SEND_IF_NOT_EXISTS
+        return RetainHandling.SEND_ON_SUBSCRIBE
 
     async def fetch(self, limit: int) -> Sequence[StreamMessage]:
         if self.again:

@@ -4,7 +4,7 @@ The only modules of fastapi_stream that import zmqtt are this one, ``consume.py`
 subscriber fetches and settles) and ``wire.py`` (messages to and from PUBLISH packets).
 zmqtt is the client because it acknowledges by hand through its public API
 (``auto_ack=False`` and ``Message.ack()``, which for QoS 2 holds back the PUBREC too),
-enforces ``receive_maximum`` and keeps a persistent session's subscriptions on detach.
+sends ``receive_maximum`` and keeps a persistent session's subscriptions on detach.
 
 Connections: one for publishing (which also receives the replies to requests on a topic
 of its own), and one per subscriber (see ``consume.py``). zmqtt's automatic reconnect is

@@ -15,7 +15,7 @@ from zmqtt import Message, PublishProperties
 
 from fastapi_stream.core import envelope
 from fastapi_stream.core.errors import ConfigurationError
-from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.message import OutgoingMessage, StreamMessage, new_message_id
 
 __all__ = ["MESSAGE_ID", "again", "message_of", "payload_of"]
 
@@ -44,6 +44,8 @@ def payload_of(message: OutgoingMessage, *, v5: bool) -> tuple[bytes, PublishPro
     if not v5:
         if expiry is not None:
             raise ConfigurationError("message expiry needs MQTT 5 (the transport's version)")
+        if not message.body and message.options.get("retain"):
+            return b"", None  # an empty retained message clears the topic's
         return envelope.pack(message), None
     properties = [(MESSAGE_ID, message.message_id), *message.headers.items()]
     return message.body, PublishProperties(
@@ -57,13 +59,15 @@ def payload_of(message: OutgoingMessage, *, v5: bool) -> tuple[bytes, PublishPro
 
 def message_of(raw: Message) -> StreamMessage:
     """The :class:`StreamMessage` for a received PUBLISH (``raw_message`` is zmqtt's
-    :class:`~zmqtt.Message`, with MQTT's ``qos`` and ``retain``)."""
+    :class:`~zmqtt.Message`, with MQTT's ``qos`` and ``retain``). A message without an id
+    (another producer's) gets a random one, kept by its redeliveries in this process, so
+    the core's retry budget counts them."""
     props = raw.properties
     if props is None or raw.payload.startswith(envelope.ENVELOPE_PREFIX):
         body, meta = envelope.unpack(raw.payload)
-        return envelope.message_from(body, meta, raw.topic, raw)
+        return envelope.message_from(body, meta, raw.topic, raw, message_id=new_message_id())
     headers = dict(props.user_properties)
-    message_id = headers.pop(MESSAGE_ID, None)
+    message_id = headers.pop(MESSAGE_ID, None) or new_message_id()
     data = props.correlation_data
     return StreamMessage(
         raw.payload,

@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel
 
-from fastapi_stream import Backoff, PublishError, StreamMessage
+from fastapi_stream import Backoff, PublishError, Retry, StreamMessage
 from fastapi_stream.core.envelope import ENVELOPE_PREFIX
 from fastapi_stream.core.message import OutgoingMessage
 from fastapi_stream.mqtt import MqttRouter, MqttTransport
@@ -207,23 +207,28 @@ async def test_qos_levels(uid: str, qos: int, raw: aiomqtt.Client) -> None:
 
 
 async def test_retained_message_reaches_a_later_subscriber(uid: str) -> None:
+    """At every start, a persistent session's too, a subscriber gets the retained state."""
     topic = f"test/{uid}/state"
     router = MqttRouter(URL)
     async with router.broker as broker:
         await broker.publish({"on": True}, topic, retain=True, expiry=60)
 
-    later = MqttRouter(URL)
     got: list[StreamMessage] = []
+    for _ in range(2):  # the second start resumes the session
+        later = MqttRouter(URL, client_id=f"fs-retain-{uid}", session_expiry=60)
 
-    @later.subscriber(topic)
-    async def state(msg: StreamMessage) -> None:
-        got.append(msg)
+        @later.subscriber(topic)
+        async def state(msg: StreamMessage) -> None:
+            got.append(msg)
 
-    async with later.broker as broker:
-        await eventually(lambda: got, "the retained message")
+        async with later.broker:
+            await eventually(lambda: got, "the retained message")
+            await asyncio.sleep(0.1)
+        assert [m.decode() for m in got] == [{"on": True}]
+        assert got.pop().raw_message.retain is True
+
+    async with router.broker as broker:
         await broker.publish(b"", topic, retain=True)  # clears it
-    assert got[0].decode() == {"on": True}
-    assert got[0].raw_message.retain is True
 
 
 async def test_nack_redelivers_in_process_without_acking(uid: str) -> None:
@@ -395,3 +400,42 @@ async def test_test_broker_routes_like_mqtt() -> None:
             ("all", "home"),
         ]
     )
+
+
+async def test_a_plain_message_without_id_is_retried(uid: str, raw: aiomqtt.Client) -> None:
+    router = MqttRouter(URL)
+    ids: list[str | None] = []
+
+    @router.subscriber(f"test/{uid}/plain", retry=Retry(max_attempts=3, backoff=0.01))
+    async def fail(msg: StreamMessage) -> None:
+        ids.append(msg.message_id)
+        raise RuntimeError("boom")
+
+    async with router.broker:
+        await raw.publish(f"test/{uid}/plain", b"1", qos=1)
+        await eventually(lambda: len(ids) >= 3, "three attempts")
+        await asyncio.sleep(0.2)
+    assert len(ids) == 3
+    assert len(set(ids)) == 1 and ids[0]
+
+
+async def test_a_burst_is_consumed_without_reconnecting(
+    uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mosquitto 2.0.11 sends one message over the receive maximum under load; the
+    subscriber takes it instead of dropping the connection (and what it held)."""
+    topic = f"test/{uid}/burst"
+    router = MqttRouter(URL)
+    got: list[int] = []
+
+    @router.subscriber(topic, prefetch=10)
+    async def handle(n: int) -> None:
+        got.append(n)
+
+    publisher = MqttRouter(URL)
+    async with router.broker, publisher.broker as broker:
+        for start in range(0, 2000, 100):
+            await asyncio.gather(*(broker.publish(n, topic) for n in range(start, start + 100)))
+        await eventually(lambda: len(got) >= 2000, "2000 messages", 20)
+    assert sorted(got) == list(range(2000))
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
