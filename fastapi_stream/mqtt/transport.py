@@ -213,7 +213,10 @@ class MqttTransport(Transport):
             return
         async with self._publishing(f"{len(messages)} publishes"):
             client = await self._publisher()
-            await asyncio.gather(*(self._send(client, message) for message in messages))
+            sent = (self._send(client, message) for message in messages)
+            for outcome in await asyncio.gather(*sent, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _send(self, client: MQTTClient, message: OutgoingMessage) -> None:
         payload, properties = payload_of(message, v5=self.v5)
