@@ -105,6 +105,7 @@ class MqttSubscription(Subscription):
         try:
             async with asyncio.timeout(transport.connect_timeout):
                 await client.connect()
+                resumed = client.connection_info.session_present
                 _tolerate_one_over(client)
                 sub = client.subscribe(
                     self.topic,
@@ -120,8 +121,8 @@ class MqttSubscription(Subscription):
                 f"cannot subscribe to MQTT {self.topic!r} at {transport.describe()}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
-        if self.persistent:
-            self.again.clear()  # still unacknowledged in the session: the broker resends them
+        if resumed:
+            self.again.clear()  # unacknowledged in the session: the broker sends them again
         self.client, self.sub = client, sub
         self.reconnecting = True
 
