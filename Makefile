@@ -35,7 +35,7 @@ test: $(STAMP)  ## run the whole suite (starts Kafka itself; real-broker tests f
 
 bench: $(STAMP)  ## throughput against the raw clients and FastStream (writes bench/results/latest.*)
 	$(BIN)/python -m pip install --quiet --group bench
-	$(BIN)/python tests/brokers.py ensure kafka redis rabbit nats
+	$(BIN)/python tests/brokers.py ensure kafka redis rabbit nats mqtt
 	$(BIN)/python -m bench.run
 
 faults: $(STAMP)  ## the fault suite on every broker (own instances); prints the table, updates docs/reliability.md

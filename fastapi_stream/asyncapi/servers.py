@@ -18,8 +18,8 @@ __all__ = ["address"]
 # A new URL in a list ("nats://a:4222, nats://b:4222"); a comma elsewhere (a Kafka host
 # list, or a password) does not split.
 _NEXT_URL = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
-#: URL schemes that name a transport option rather than the protocol.
-_PROTOCOLS = {"tls": "nats"}
+#: URL schemes that AsyncAPI names otherwise (a transport option, or its own TLS name).
+_PROTOCOLS = {"tls": "nats", "mqtts": "secure-mqtt"}
 
 
 def address(transport: Transport) -> tuple[str, str, str | None]:
