@@ -9,8 +9,14 @@ from dataclasses import dataclass
 __all__ = ["ChannelPattern"]
 
 _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
-#: A parameter stands for one segment: anything but the separators brokers use.
-_SEGMENT = r"[^./]+"
+
+
+def _segment(literal: str) -> str:
+    """What one parameter matches: one segment, i.e. anything but the separator the
+    template itself uses (``.`` in ``"orders.{region}"``, ``/`` in MQTT's
+    ``"sensors/{room}"``); both when the template shows neither."""
+    separators = [sep for sep in "./" if sep in literal] or [".", "/"]
+    return f"[^{re.escape(''.join(separators))}]+"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +38,9 @@ class ChannelPattern:
             return cls(template, (), None)
         parts = _PARAM.split(template)
         # split() alternates literal text and parameter names.
+        segment = _segment("".join(parts[::2]))
         source = "".join(
-            re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_SEGMENT})"
+            re.escape(part) if i % 2 == 0 else f"(?P<{part}>{segment})"
             for i, part in enumerate(parts)
         )
         return cls(template, params, re.compile(source + r"\Z"))

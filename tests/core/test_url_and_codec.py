@@ -74,6 +74,13 @@ def test_channel_patterns_match_one_segment_per_parameter() -> None:
         ChannelPattern.parse("a.{x}.{x}")
 
 
+def test_a_segment_ends_at_the_separator_the_template_uses() -> None:
+    # MQTT levels are separated by "/", so a level may hold a dot; NATS tokens the reverse.
+    assert ChannelPattern.parse("home/{room}/temp").match("home/a.b/temp") == {"room": "a.b"}
+    assert ChannelPattern.parse("orders.{region}").match("orders.eu/west") == {"region": "eu/west"}
+    assert ChannelPattern.parse("{anything}").match("a.b") is None  # no separator shown
+
+
 def test_memory_urls_size_their_engine() -> None:
     from fastapi_stream import ConfigurationError
     from fastapi_stream.memory import MemoryTransport
