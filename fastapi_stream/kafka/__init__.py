@@ -4,8 +4,10 @@ Needs the ``kafka`` extra: ``pip install "fastapi-stream[kafka]"``.
 """
 
 try:
-    from fastapi_stream.kafka.consumer import KafkaMessage, KafkaSubscription, message_key
-    from fastapi_stream.kafka.transport import KafkaRouting, KafkaTransport, collect_publishes
+    from fastapi_stream.kafka.consumer import KafkaSubscription
+    from fastapi_stream.kafka.records import KafkaMessage, message_key
+    from fastapi_stream.kafka.routing import KafkaRouting
+    from fastapi_stream.kafka.transport import KafkaTransport
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name is None or exc.name.split(".")[0] != "aiokafka":
         raise
@@ -39,6 +41,5 @@ __all__ = [
     "RebalanceListener",
     "Sasl",
     "SaslMechanism",
-    "collect_publishes",
     "message_key",
 ]

@@ -1,144 +1,95 @@
-"""Offset bookkeeping for one assigned partition: what was fetched, handed to the core,
-finished or handed back, and how far the group may commit.
+"""Partition assignment and offset bookkeeping: the partitions a subscription owns, where
+each starts, which of its records are buffered, in flight or finished, and how far the
+group may commit.
 
 Kafka commits one number per partition: "everything before this offset is done". A
-consumer that handles messages concurrently, or hands one back with a nack, must never
-commit past a message that is not finished, even when later ones are (FastStream #1980,
-faust #312). :class:`PartitionLedger` keeps that rule in one place, without any client
-library, so it is tested on its own.
+consumer that handles records concurrently, or hands one back for a retry, must never
+commit past a record that is not finished, even when later ones are (FastStream #1980,
+faust #312). :class:`PartitionLedger` keeps that rule, without any client, so it is
+tested on its own; :class:`Partitions` opens and closes ledgers and commits them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
+import logging
 from collections import deque
+from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["PartitionLedger"]
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+__all__ = ["PartitionLedger", "Partitions"]
+
+logger = logging.getLogger("fastapi_stream.kafka")
 
 #: ``done`` is pruned below the commit point once it holds more than this many offsets
 #: (then more than twice what the last pruning left), so its upkeep stays O(1) per record.
 _PRUNE_AT = 256
+#: Bound on a commit, an offset lookup or a client stop: a stop or rebalance never hangs.
+HOUSEKEEPING_TIMEOUT = 5.0
+
+
+def reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class PartitionLedger:
-    """The state of one partition while this consumer owns it.
-
-    ``buffer`` holds fetched records not yet delivered, in offset order. Delivered offsets
-    are *in flight* until settled; a finished one (acked or rejected) is *done*; a nacked
-    one waits to be fetched again after a seek back. The *committable* offset is the
-    lowest offset not known to be finished: every record below it is done.
-    """
-
-    __slots__ = (
-        "buffer",
-        "closed",
-        "committed",
-        "done",
-        "finished_max",
-        "inflight",
-        "nacked",
-        "paused",
-        "prune_at",
-        "resume_at",
-        "resume_handle",
-        "rewind_to",
-        "start",
-    )
+    """One partition while this consumer owns it. ``buffer``: records not handed to the
+    core, in offset order (fetched ones, and those handed back for a retry, at their
+    place). ``inflight``: offsets handed out and not settled, with their record's key.
+    ``done``: finished (acked or rejected) offsets above the committable one, the lowest
+    offset not known to be finished."""
 
     def __init__(self, start: int | None = None, *, committed: int | None = None) -> None:
-        #: The position the partition was assigned at (``None`` while unknown).
-        self.start = start
-        #: The offset last committed for this partition, if any.
-        self.committed = committed
+        self.start = start  # where the partition was assigned (None: its first record)
+        self.committed = committed  # the offset last committed, if any
         self.buffer: deque[Any] = deque()
-        self.inflight: set[int] = set()
-        self.nacked: set[int] = set()
-        #: Finished offsets at or above the committable one (to skip them after a seek).
+        self.inflight: dict[int, Any] = {}
         self.done: set[int] = set()
         self.finished_max = -1 if start is None else start - 1
         self.prune_at = _PRUNE_AT
-        #: Where to seek back to once the partition resumes after a nack.
-        self.rewind_to: int | None = None
-        self.paused = False
-        self.resume_at = 0.0
-        self.resume_handle: Any = None
-        #: The partition was revoked or the consumer stopped: settlements are ignored.
-        self.closed = False
-
-    def __repr__(self) -> str:
-        return (
-            f"PartitionLedger(start={self.start}, committable={self.committable()}, "
-            f"buffered={len(self.buffer)}, inflight={len(self.inflight)}, "
-            f"nacked={len(self.nacked)})"
-        )
-
-    # -- fetching and delivering --------------------------------------------------------
+        self.closed = False  # revoked, or the consumer stopped: settlements are ignored
 
     def accepts(self, offset: int) -> bool:
-        """Whether a fetched record at ``offset`` should be delivered: not while the
-        partition rewinds, and not if it is in flight or done already (a record fetched
-        again after a seek back)."""
-        if self.closed or self.rewind_to is not None:
-            return False
-        if offset in self.inflight or offset in self.done:
+        """Whether a fetched record at ``offset`` is new (not before the start, not in
+        flight or done already)."""
+        if self.closed or offset in self.inflight or offset in self.done:
             return False
         if self.start is None:
-            self.start = offset
-            self.finished_max = offset - 1
+            self.start, self.finished_max = offset, offset - 1
         return offset >= self.start
 
-    def delivered(self, offset: int) -> None:
-        """``offset`` was handed to the core."""
-        self.nacked.discard(offset)
-        self.inflight.add(offset)
-
-    # -- settling -----------------------------------------------------------------------
+    def delivered(self, offset: int, key: Any = None) -> None:
+        self.inflight[offset] = key
 
     def finish(self, offset: int) -> None:
         """``offset`` is done for good (acked, or rejected)."""
-        self.inflight.discard(offset)
-        self.nacked.discard(offset)
+        self.inflight.pop(offset, None)
         self.done.add(offset)
-        if offset > self.finished_max:
-            self.finished_max = offset
+        self.finished_max = max(self.finished_max, offset)
         if len(self.done) > self.prune_at:
             self.committable()  # prunes
             self.prune_at = max(_PRUNE_AT, 2 * len(self.done))
 
-    def nack(self, offset: int) -> int:
-        """``offset`` must be delivered again. Drops the buffer (it is fetched again
-        after the seek) and returns the offset to seek back to."""
-        self.inflight.discard(offset)
-        self.nacked.add(offset)
-        target = offset
-        if self.buffer:
-            target = min(target, self.buffer[0].offset)
-            self.buffer.clear()
-        if self.rewind_to is not None:
-            target = min(target, self.rewind_to)
-        self.rewind_to = target
-        return target
-
-    def drop_buffer(self) -> int:
-        """Forget the records fetched but not delivered; returns how many there were."""
-        count = len(self.buffer)
-        self.buffer.clear()
-        return count
-
-    # -- committing ---------------------------------------------------------------------
+    def give_back(self, record: Any) -> None:
+        """``record`` goes back, before every later record: the partition keeps its order."""
+        if self.inflight.pop(record.offset, self) is self:
+            return  # not in flight: settled already
+        if not self.buffer or record.offset < self.buffer[0].offset:
+            self.buffer.appendleft(record)
+        else:
+            offsets = [r.offset for r in self.buffer]
+            self.buffer.insert(bisect.bisect(offsets, record.offset), record)
 
     def committable(self) -> int | None:
-        """The offset to commit: every record below it is finished. ``None`` while
-        nothing is known about the partition."""
-        candidates: list[int] = []
-        if self.inflight:
-            candidates.append(min(self.inflight))
-        if self.nacked:
-            candidates.append(min(self.nacked))
+        """The offset below which every record is finished; ``None`` while unknown."""
+        candidates = [min(self.inflight)] if self.inflight else []
         if self.buffer:
             candidates.append(self.buffer[0].offset)
-        if self.rewind_to is not None:
-            candidates.append(self.rewind_to)
         if self.start is not None:
             candidates.append(self.finished_max + 1)
         if not candidates:
@@ -157,5 +108,113 @@ class PartitionLedger:
 
     @property
     def backlog(self) -> int:
-        """Offsets delivered above the committable point: in flight, nacked or done."""
-        return len(self.inflight) + len(self.nacked) + len(self.done)
+        """Offsets handed out above the committable point: in flight or done."""
+        return len(self.inflight) + len(self.done)
+
+
+class Partitions:
+    """The partitions one consumer owns, a ledger each, and the group's commits.
+
+    A partition starts at the group's committed offset; else at the beginning for a topic
+    created after the subscriber started, or with ``auto_offset_reset="earliest"``; else
+    at the end. Starts are looked up and set with ``seek``: aiokafka's own reset waits for
+    its fetcher, which may wait for us.
+    """
+
+    def __init__(
+        self, client: AIOKafkaConsumer, group: str | None, known_topics: set[str], earliest: bool
+    ) -> None:
+        self.client, self.group, self.known_topics = client, group, known_topics
+        self.earliest = earliest
+        self.ledgers: dict[TopicPartition, PartitionLedger] = {}
+        self.assigned = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+
+    async def open(
+        self, tps: Collection[TopicPartition], *, resolve: bool = True
+    ) -> dict[TopicPartition, PartitionLedger]:
+        """Track ``tps`` from where they start; without ``resolve``, a partition of a known
+        topic without committed offset starts at its first record fetched."""
+        client = self.client
+        committed: dict[TopicPartition, int | None] = dict.fromkeys(tps)
+        try:
+            async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
+                if self.group is not None:
+                    for tp in tps:
+                        committed[tp] = await client.committed(tp)
+                starts = {tp: offset for tp, offset in committed.items() if offset is not None}
+                new = [tp for tp in tps if committed[tp] is None]
+                first = [tp for tp in new if self.earliest or tp.topic not in self.known_topics]
+                last = [tp for tp in new if tp not in first] if resolve else []
+                starts.update(await client.beginning_offsets(first) if first else {})
+                starts.update(await client.end_offsets(last) if last else {})
+        except (KafkaError, TimeoutError, IllegalStateError) as exc:
+            logger.warning("could not find where %s start: %s", sorted(tps), reason(exc))
+            starts = {tp: offset for tp, offset in committed.items() if offset is not None}
+        for tp, start in starts.items():
+            with contextlib.suppress(IllegalStateError):
+                client.seek(tp, start)
+        opened = {tp: PartitionLedger(starts.get(tp), committed=committed[tp]) for tp in tps}
+        self.ledgers.update(opened)
+        self.known_topics.update(tp.topic for tp in tps)
+        return opened
+
+    async def assign(self, tps: Collection[TopicPartition]) -> None:
+        """The group gave us ``tps``. The start of a partition the group never committed
+        is committed at once, so it never skips a record when it moves to another member."""
+        opened = await self.open(tps)
+        fresh: dict[TopicPartition, int] = {}
+        for tp, ledger in opened.items():
+            if ledger.committed is None and ledger.start is not None:
+                fresh[tp] = ledger.start
+        if fresh and await self._send(fresh):
+            for tp, offset in fresh.items():
+                opened[tp].committed = offset
+        self.assigned.set()
+
+    def close(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, PartitionLedger]:
+        """Hand out nothing more of ``tps``; returns their ledgers, still open for
+        settling and committing."""
+        closed = {tp: self.ledgers.pop(tp) for tp in tps if tp in self.ledgers}
+        for ledger in closed.values():
+            ledger.buffer.clear()
+        return closed
+
+    async def sync(self, *, resolve: bool = True) -> set[TopicPartition]:
+        """Without a group aiokafka assigns partitions itself and tells nobody: open a
+        ledger for each new partition, close those gone. Returns the new partitions that
+        were sought to their start."""
+        current = self.client.assignment()
+        for ledger in self.close([tp for tp in self.ledgers if tp not in current]).values():
+            ledger.closed = True
+        new = {tp for tp in current if tp not in self.ledgers}
+        opened = await self.open(new, resolve=resolve) if new else {}
+        if current:
+            self.assigned.set()
+        return {tp for tp, ledger in opened.items() if ledger.start is not None}
+
+    async def commit(self, ledgers: Mapping[TopicPartition, PartitionLedger] | None = None) -> None:
+        """Commit, for each partition, the offset below which every record is finished."""
+        if self.group is None:
+            return
+        async with self._commit_lock:
+            chosen = {}
+            for tp, ledger in list((self.ledgers if ledgers is None else ledgers).items()):
+                if not ledger.closed and (offset := ledger.to_commit()) is not None:
+                    chosen[tp] = (ledger, offset)
+            if chosen and await self._send({tp: offset for tp, (_, offset) in chosen.items()}):
+                for ledger, offset in chosen.values():
+                    ledger.committed = max(offset, ledger.committed or offset)
+
+    async def _send(self, offsets: dict[TopicPartition, int]) -> bool:
+        try:
+            async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
+                await self.client.commit(offsets)
+            return True
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions: their next owner starts from the last
+            # commit and delivers the difference again.
+            logger.info("kafka group %s: commit skipped: %s", self.group, reason(exc))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            logger.warning("kafka group %s: commit failed: %s", self.group, reason(exc))
+        return False

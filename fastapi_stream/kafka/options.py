@@ -7,9 +7,13 @@ The names follow aiokafka and FastStream's Kafka broker (``group_id``,
 
 from __future__ import annotations
 
+import logging
+import ssl
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
+
+from fastapi_stream.core.errors import ConfigurationError
 
 __all__ = [
     "AutoOffsetReset",
@@ -20,7 +24,10 @@ __all__ = [
     "RebalanceListener",
     "Sasl",
     "SaslMechanism",
+    "security_settings",
 ]
+
+logger = logging.getLogger("fastapi_stream.kafka")
 
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 AutoOffsetReset = Literal["latest", "earliest"]
@@ -87,6 +94,10 @@ class KafkaSubscriberOptions(TypedDict, total=False):
     session_timeout_ms: int
     heartbeat_interval_ms: int
     max_poll_interval_ms: int
+    #: Static group membership: a name for this member, unique in its group and the same
+    #: across restarts (say, the replica's name), so that a restarted replica takes its
+    #: partitions back without a rebalance, if it is back within the session timeout.
+    group_instance_id: str
     #: Longest wait for a group's first assignment before the app starts anyway.
     assignment_timeout: float
     #: How long a revoked partition waits for its in-flight handlers before committing.
@@ -105,3 +116,30 @@ class KafkaPublishOptions(TypedDict, total=False):
     partition: int
     #: The record's timestamp in milliseconds since the epoch (default: now).
     timestamp_ms: int
+
+
+def security_settings(sasl: Sasl | None, tls: bool | ssl.SSLContext, where: str) -> dict[str, Any]:
+    """aiokafka's security settings for SASL and TLS."""
+    context: ssl.SSLContext | None = None
+    if isinstance(tls, ssl.SSLContext):
+        context = tls
+    elif tls:
+        context = ssl.create_default_context()
+    if sasl is None:
+        return {"security_protocol": "SSL", "ssl_context": context} if context else {}
+    if sasl.mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigurationError(
+            f"unknown SASL mechanism {sasl.mechanism!r}; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        )
+    if context is None:
+        logger.warning(
+            "SASL credentials for %s travel without TLS; pass tls=True (kafka://...?tls=true)",
+            where,
+        )
+    return {
+        "security_protocol": "SASL_SSL" if context else "SASL_PLAINTEXT",
+        "ssl_context": context,
+        "sasl_mechanism": sasl.mechanism,
+        "sasl_plain_username": sasl.username,
+        "sasl_plain_password": sasl.password,
+    }

@@ -8,6 +8,8 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.message import OutgoingMessage
+from fastapi_stream.core.middleware import chain_publish
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.kafka.options import (
     AutoOffsetReset,
@@ -16,7 +18,7 @@ from fastapi_stream.kafka.options import (
     RebalanceListener,
     Sasl,
 )
-from fastapi_stream.kafka.transport import KafkaTransport, collect_publishes
+from fastapi_stream.kafka.transport import KafkaTransport
 from fastapi_stream.router import StreamRouter
 
 __all__ = ["KafkaRouter"]
@@ -86,7 +88,7 @@ class KafkaRouter(StreamRouter):
         )
         super().__init__(self.transport, **router_options)
 
-    def subscriber(
+    def subscriber(  # type: ignore[override]  # topics as positional arguments
         self,
         *topics: str,
         group_id: str | None = None,
@@ -99,6 +101,7 @@ class KafkaRouter(StreamRouter):
         session_timeout_ms: int | None = None,
         heartbeat_interval_ms: int | None = None,
         max_poll_interval_ms: int | None = None,
+        group_instance_id: str | None = None,
         **options: Any,
     ) -> Callable[[Callable[P, R]], Endpoint[P, R]]:
         """Consume ``topics`` (one or several; ``{param}`` path parameters allowed in a
@@ -106,6 +109,8 @@ class KafkaRouter(StreamRouter):
 
         ``group_id`` (the same as ``group=``) makes the subscribers of every instance
         share the partitions; without one every instance gets every message.
+        ``group_instance_id`` makes this member static: a restarted replica with the same
+        id takes its partitions back without a rebalance (where the broker supports it).
         ``partitions`` consumes given partitions only, without rebalancing.
         ``batch=True`` hands the handler up to ``max_records`` records at once, waiting
         up to ``batch_timeout_ms`` for them. ``max_workers`` > 1 handles partitions and
@@ -118,6 +123,8 @@ class KafkaRouter(StreamRouter):
             options["group"] = group_id
         if not topics and not pattern:
             raise ConfigurationError("KafkaRouter.subscriber needs a topic or a pattern=")
+        if group_instance_id and not options.get("group"):
+            raise ConfigurationError("group_instance_id= needs a group_id= (static membership)")
         if topics and pattern:
             raise ConfigurationError("give topics or pattern=, not both")
         if partitions and (pattern or len(topics) > 1):
@@ -134,10 +141,11 @@ class KafkaRouter(StreamRouter):
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms,
+            group_instance_id=group_instance_id,
         )
         return super().subscriber(channel, **options, **kafka_options)
 
-    def publisher(
+    def publisher(  # type: ignore[override]  # a topic is required
         self,
         channel: str,
         *,
@@ -168,6 +176,15 @@ class KafkaRouter(StreamRouter):
         """
         broker = self.broker
         options = _given(key=key, partition=partition)
-        async with collect_publishes():
-            for message in messages:
-                await broker.publish(message, topic, headers=headers, **options)
+        queued: list[OutgoingMessage] = []
+
+        async def queue(message: OutgoingMessage) -> None:
+            queued.append(message)
+
+        through_middlewares = chain_publish(broker.middlewares, queue)
+        for message in messages:
+            await through_middlewares(
+                broker.outgoing(message, topic, headers=headers, options=options)
+            )
+        if queued:
+            await broker.transport.publish_many(queued)

@@ -3,19 +3,18 @@
 One producer per transport (acks=all by default), an admin client for declaring topics
 and answering pings, a consumer per subscription (:mod:`fastapi_stream.kafka.consumer`),
 and for requests a reply topic of the transport's own, read from its end without a group.
-aiokafka is imported by this module and by ``consumer.py``, nowhere else.
+A delivery's results go out together (``publish_many``): queued in the producer's batches,
+then confirmed together. Client errors become ``PublishError`` / ``TransportError`` in
+:mod:`fastapi_stream.kafka.records`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -23,7 +22,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-from fastapi_stream.core import outbox
 from fastapi_stream.core.errors import (
     BrokerNotConnected,
     ConfigurationError,
@@ -32,6 +30,7 @@ from fastapi_stream.core.errors import (
     TransportError,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import (
     Deliver,
     Routing,
@@ -40,79 +39,34 @@ from fastapi_stream.core.transport import (
     Transport,
 )
 from fastapi_stream.core.url import redact
-from fastapi_stream.kafka.consumer import (
-    CONTENT_TYPE,
-    CORRELATION_ID,
-    ERROR_BACKOFF,
-    FETCH_WAIT_MS,
-    MESSAGE_ID,
-    REPLY_TO,
-    KafkaSubscription,
+from fastapi_stream.kafka.consumer import FETCH_WAIT_MS, KafkaSubscription
+from fastapi_stream.kafka.offsets import reason
+from fastapi_stream.kafka.options import AutoOffsetReset, KafkaTopic, Sasl, security_settings
+from fastapi_stream.kafka.records import (
+    client_errors,
     incoming,
+    outgoing_headers,
+    publish_errors,
     quietly,
-    reason,
     stop_client,
-    subscription_pattern,
-    subscription_topics,
 )
-from fastapi_stream.kafka.options import AutoOffsetReset, KafkaTopic, Sasl
+from fastapi_stream.kafka.routing import KafkaRouting
 
-__all__ = ["KafkaRouting", "KafkaTransport", "collect_publishes"]
+__all__ = ["KafkaRouting", "KafkaTransport"]
 
 logger = logging.getLogger("fastapi_stream.kafka")
-
-_pending_publishes: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = (
-    contextvars.ContextVar("fastapi_stream_kafka_pending_publishes", default=None)
-)
+#: Pause between failed reads of the reply topic (the client reconnects meanwhile).
+_REPLY_READ_BACKOFF = 1.0
 
 
-@contextlib.asynccontextmanager
-async def collect_publishes() -> AsyncIterator[None]:
-    """Publishes made inside the block return once the producer queued them, and the
-    block's end waits for the broker to confirm them all; raises ``PublishError`` if one
-    failed. Records queued together travel in the producer's batches, in order."""
-    pending: list[asyncio.Future[Any]] = []
-    token = _pending_publishes.set(pending)
-    try:
-        yield
-    finally:
-        _pending_publishes.reset(token)
-    if pending:
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise PublishError(
-                f"{len(failed)} of {len(pending)} batched publishes failed: {reason(failed[0])}"
-            ) from failed[0]
-
-
-class KafkaRouting(Routing):
-    """Kafka's rules for the test broker: a subscriber gets its topics (several, or those
-    matching a ``pattern``), and subscribers of one ``group_id`` on the same topics
-    compete for their messages."""
-
-    def group_key(self, spec: SubscriptionSpec) -> str | None:
-        if spec.group is None:
-            return None
-        pattern = subscription_pattern(spec)
-        what = pattern.pattern if pattern else ",".join(sorted(subscription_topics(spec)))
-        return f"{what}#{spec.group}"
-
-    def matches(self, spec: SubscriptionSpec, message: OutgoingMessage) -> bool:
-        pattern = subscription_pattern(spec)
-        if pattern is not None:
-            return pattern.match(message.channel) is not None
-        return message.channel in subscription_topics(spec)
-
-
-class _Replies:
-    """The reply topic of one transport, read from its end without a group; replies are
-    matched to waiting requests by correlation id."""
+class _ReplyTopic:
+    """The reply topic of one transport, read from its end without a group; each reply
+    goes to the request waiting under its correlation id (``core/replies.py``)."""
 
     def __init__(self, topic: str, client: AIOKafkaConsumer) -> None:
         self.topic = topic
         self.client = client
-        self.waiting: dict[str, asyncio.Future[StreamMessage]] = {}
+        self.waiting: Replies[StreamMessage] = Replies()
         self.task = asyncio.create_task(self._read(), name=f"kafka replies {topic}")
 
     async def _read(self) -> None:
@@ -123,16 +77,15 @@ class _Replies:
                 return
             except (KafkaError, OSError) as exc:
                 logger.warning("reading replies from %s failed: %s", self.topic, reason(exc))
-                await asyncio.sleep(ERROR_BACKOFF)
+                await asyncio.sleep(_REPLY_READ_BACKOFF)
                 continue
             for records in batches.values():
                 for record in records:
                     reply: StreamMessage = incoming(record)
-                    waiter = self.waiting.pop(reply.correlation_id or "", None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(reply)
+                    self.waiting.resolve(reply.correlation_id, reply)
 
-    async def close(self) -> None:
+    async def close(self, error: Exception) -> None:
+        self.waiting.fail_all(error)
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await stop_client(self.client)
@@ -149,6 +102,7 @@ _SUBSCRIBER_SETTINGS = (
     "heartbeat_interval_ms",
     "max_poll_interval_ms",
     "isolation_level",
+    "group_instance_id",
 )
 
 #: Query parameters a ``kafka://`` URL accepts, with the type of their value.
@@ -234,7 +188,7 @@ class KafkaTransport(Transport):
             "client_id": client_id,
             "request_timeout_ms": request_timeout_ms,
             "metadata_max_age_ms": metadata_max_age_ms,
-            **_security(sasl, tls, self.describe()),
+            **security_settings(sasl, tls, self.describe()),
         }
         self._producer_options: dict[str, Any] = {
             "acks": acks,
@@ -257,9 +211,9 @@ class KafkaTransport(Transport):
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._consumers: list[KafkaSubscription] = []
-        self._replies: _Replies | None = None
+        self._replies: _ReplyTopic | None = None
         self._leave_lock: asyncio.Lock | None = None
-        self._reply_setup: asyncio.Task[_Replies] | None = None
+        self._reply_setup: asyncio.Task[_ReplyTopic] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> KafkaTransport:
@@ -361,10 +315,8 @@ class KafkaTransport(Transport):
             )
             for topic in topics
         ]
-        try:
+        with client_errors("creating Kafka topics"):
             response = await admin.create_topics(new)
-        except KafkaError as exc:
-            raise TransportError(f"could not create Kafka topics: {reason(exc)}") from exc
         for error in getattr(response, "topic_errors", ()):
             name, code = error[0], error[1]
             if code not in (0, 36):  # 36: the topic already exists
@@ -380,10 +332,7 @@ class KafkaTransport(Transport):
             self._reply_setup = None
         replies, self._replies = self._replies, None
         if replies is not None:
-            for waiter in replies.waiting.values():
-                if not waiter.done():
-                    waiter.set_exception(BrokerNotConnected(f"{self.describe()} was closed"))
-            await replies.close()
+            await replies.close(BrokerNotConnected(f"{self.describe()} was closed"))
         producer, self._producer = self._producer, None
         admin, self._admin = self._admin, None
         if replies is not None and admin is not None:
@@ -416,64 +365,59 @@ class KafkaTransport(Transport):
 
     # -- publishing ---------------------------------------------------------------------
 
-    async def publish(self, message: OutgoingMessage) -> None:
-        producer = self._require_producer()
+    async def _send(self, producer: AIOKafkaProducer, message: OutgoingMessage) -> Any:
+        """Queue ``message`` in the producer; returns the future of its confirmation."""
         options = message.options
         key = options.get("key")
-        if isinstance(key, str):
-            key = key.encode()
         # None encodes to an empty body without content type: a tombstone (null value).
         value = None if not message.body and message.content_type is None else message.body
-        try:
+        return await producer.send(
+            message.channel,
+            value,
+            key=key.encode() if isinstance(key, str) else key,
+            partition=options.get("partition"),
+            timestamp_ms=options.get("timestamp_ms"),
+            headers=outgoing_headers(message),
+        )
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        producer = self._require_producer()
+        with publish_errors(f"a publish to {message.channel!r}", self.publish_timeout):
             async with asyncio.timeout(self.publish_timeout):
-                sent = await producer.send(
-                    message.channel,
-                    value,
-                    key=key,
-                    partition=options.get("partition"),
-                    timestamp_ms=options.get("timestamp_ms"),
-                    headers=_record_headers(message),
-                )
-                pending = _pending_publishes.get()
-                if pending is not None:
-                    pending.append(sent)
-                    return
-                if outbox.defer(self, sent):
-                    return  # a handler's result: its record is settled once it is confirmed
-                await sent
-        except TimeoutError as exc:
+                await (await self._send(producer, message))
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Queue every message (in order: they travel in the producer's batches), then
+        wait for the broker to confirm them all; raise ``PublishError`` if one failed."""
+        producer = self._require_producer()
+        what = f"{len(messages)} publish(es) to {sorted({m.channel for m in messages})}"
+        with publish_errors(what, self.publish_timeout):
+            async with asyncio.timeout(self.publish_timeout):
+                sent = [await self._send(producer, message) for message in messages]
+                results = await asyncio.gather(*sent, return_exceptions=True)
+        failed = [result for result in results if isinstance(result, BaseException)]
+        if failed:
             raise PublishError(
-                f"Kafka did not confirm a publish to {message.channel!r} within "
-                f"{self.publish_timeout}s"
-            ) from exc
-        except (KafkaError, OSError) as exc:
-            raise PublishError(f"publishing to {message.channel!r} failed: {reason(exc)}") from exc
+                f"{len(failed)} of {len(messages)} publishes failed: {reason(failed[0])}"
+            ) from failed[0]
 
     # -- request / reply ----------------------------------------------------------------
 
     async def request(self, message: OutgoingMessage, timeout: float) -> StreamMessage:
         self._require_producer()
-        correlation_id = message.correlation_id or uuid.uuid4().hex
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[StreamMessage] = loop.create_future()
-        replies: _Replies | None = None
+        deadline = loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
                 replies = await self._reply_topic()
-                replies.waiting[correlation_id] = waiter
-                await self.publish(
-                    replace(message, reply_to=replies.topic, correlation_id=correlation_id)
-                )
-                return await waiter
-        except TimeoutError as exc:
+        except TimeoutError:
             raise RequestTimeout(
                 f"no reply to a request on {message.channel!r} within {timeout}s"
-            ) from exc
-        finally:
-            if replies is not None:
-                replies.waiting.pop(correlation_id, None)
+            ) from None
+        wait = max(0.0, deadline - loop.time())
+        return await replies.waiting.request(message, replies.topic, wait, self.publish)
 
-    async def _reply_topic(self) -> _Replies:
+    async def _reply_topic(self) -> _ReplyTopic:
         """This transport's reply consumer, set up by the first request; a request that
         times out during the setup leaves it running for the next one."""
         if self._replies is not None:
@@ -482,7 +426,7 @@ class KafkaTransport(Transport):
             self._reply_setup = asyncio.create_task(self._open_replies())
         return await asyncio.shield(self._reply_setup)
 
-    async def _open_replies(self) -> _Replies:
+    async def _open_replies(self) -> _ReplyTopic:
         topic = f"{self.reply_topic_prefix}.{uuid.uuid4().hex}"
         try:
             await self.declare([KafkaTopic(topic, partitions=1)])
@@ -506,7 +450,7 @@ class KafkaTransport(Transport):
         except BaseException:
             await stop_client(client)
             raise
-        self._replies = _Replies(topic, client)
+        self._replies = _ReplyTopic(topic, client)
         return self._replies
 
     # -- subscribing --------------------------------------------------------------------
@@ -514,20 +458,25 @@ class KafkaTransport(Transport):
     async def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Subscription:
         self._require_producer()
         options = spec.options
+        if options.get("group_instance_id") and spec.group is None:
+            raise ConfigurationError(
+                f"group_instance_id= on {spec.channel} needs a group_id: static membership "
+                "is membership of a consumer group"
+            )
         settings = {
             **self._common,
             **self._consumer_options,
             **{key: options[key] for key in _SUBSCRIBER_SETTINGS if key in options},
             **options.get("consumer_options", {}),
         }
-        subscription = await KafkaSubscription.open(
+        subscription = KafkaSubscription(
             settings,
             spec,
-            deliver,
             known_topics=await self._known_topics(),
             leave_lock=self._leave_lock or asyncio.Lock(),
-            outbox_owner=self,
         )
+        with client_errors(f"subscribing to {spec.channel}"):
+            await subscription.start()
         self._consumers.append(subscription)
         return subscription
 
@@ -539,43 +488,3 @@ class KafkaTransport(Transport):
         except Exception as exc:
             logger.debug("could not list topics: %s", reason(exc))
             return set()
-
-
-def _record_headers(message: OutgoingMessage) -> list[tuple[str, bytes]]:
-    headers = [(key, value.encode()) for key, value in message.headers.items()]
-    if message.content_type:
-        headers.append((CONTENT_TYPE, message.content_type.encode()))
-    if message.message_id:
-        headers.append((MESSAGE_ID, message.message_id.encode()))
-    if message.correlation_id:
-        headers.append((CORRELATION_ID, message.correlation_id.encode()))
-    if message.reply_to:
-        headers.append((REPLY_TO, message.reply_to.encode()))
-    return headers
-
-
-def _security(sasl: Sasl | None, tls: bool | ssl.SSLContext, where: str) -> dict[str, Any]:
-    """aiokafka's security settings for SASL and TLS."""
-    context: ssl.SSLContext | None = None
-    if isinstance(tls, ssl.SSLContext):
-        context = tls
-    elif tls:
-        context = ssl.create_default_context()
-    if sasl is None:
-        return {"security_protocol": "SSL", "ssl_context": context} if context else {}
-    if sasl.mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        raise ConfigurationError(
-            f"unknown SASL mechanism {sasl.mechanism!r}; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-        )
-    if context is None:
-        logger.warning(
-            "SASL credentials for %s travel without TLS; pass tls=True (kafka://...?tls=true)",
-            where,
-        )
-    return {
-        "security_protocol": "SASL_SSL" if context else "SASL_PLAINTEXT",
-        "ssl_context": context,
-        "sasl_mechanism": sasl.mechanism,
-        "sasl_plain_username": sasl.username,
-        "sasl_plain_password": sasl.password,
-    }

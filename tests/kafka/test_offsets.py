@@ -31,40 +31,42 @@ def test_commits_only_contiguous_finished_offsets() -> None:
     assert ledger.committable() == 13
 
 
-def test_a_nack_holds_the_commit_and_rewinds_to_the_earliest_undelivered() -> None:
+def test_a_record_handed_back_holds_the_commit_and_goes_first() -> None:
+    """A nacked record comes back (``give_back``) before the later ones already fetched,
+    and the commit stays below it until it is finished."""
     ledger = PartitionLedger(start=0)
     delivered(ledger, 0, 1)
     ledger.buffer.extend([Record(2), Record(3)])
     ledger.finish(0)
-    assert ledger.nack(1) == 1
-    assert not ledger.buffer  # fetched again after the seek back
+    ledger.give_back(Record(1))
+    assert [r.offset for r in ledger.buffer] == [1, 2, 3]  # delivered again, in order
     assert ledger.committable() == 1
-    assert not ledger.accepts(2)  # while rewinding, stale fetches are dropped
-    ledger.rewind_to = None  # the transport sought back
-    assert ledger.accepts(1)
+    ledger.buffer.popleft()
     ledger.delivered(1)
     ledger.finish(1)
     assert ledger.committable() == 2
 
 
-def test_a_nack_behind_a_blocked_buffer_rewinds_to_the_buffer() -> None:
+def test_a_record_handed_back_behind_a_blocked_buffer_keeps_offset_order() -> None:
     """With several workers a later record can be nacked while an earlier one still
-    waits in the buffer (its key was busy): the seek must not skip the waiting one."""
+    waits in the buffer (its key was busy): it goes back behind the waiting one."""
     ledger = PartitionLedger(start=0)
-    ledger.buffer.append(Record(4))
+    ledger.buffer.extend([Record(4), Record(6)])
     delivered(ledger, 5)
-    assert ledger.nack(5) == 4
+    ledger.give_back(Record(5))
+    assert [r.offset for r in ledger.buffer] == [4, 5, 6]
+    assert ledger.committable() == 0  # nothing below 4 is known to be finished
 
 
-def test_records_done_before_a_rewind_are_not_delivered_again() -> None:
+def test_records_done_before_a_retry_are_not_delivered_again() -> None:
     ledger = PartitionLedger(start=0)
     delivered(ledger, 0, 1, 2)
     ledger.finish(1)  # another key, finished while 0 fails
-    ledger.nack(0)
-    ledger.rewind_to = None
-    assert ledger.accepts(0)
+    ledger.give_back(Record(0))
     assert not ledger.accepts(1)  # done already
     assert not ledger.accepts(2)  # still in flight
+    assert ledger.committable() == 0
+    ledger.buffer.popleft()
     ledger.delivered(0)
     ledger.finish(0)
     ledger.finish(2)
