@@ -9,6 +9,7 @@ by the PID this module started. Every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -23,6 +24,12 @@ from tests import brokers
 __all__ = ["Instance", "Kafka", "Nats", "Rabbit", "Redis", "StartFailed", "end"]
 
 _POLL = 0.05
+
+
+#: One lock file per reserved port: two runs of the suite on one machine (two engineers,
+#: or pytest and ``make faults``) take turns instead of failing on a taken port.
+LOCKS = Path(tempfile.gettempdir()) / "fastapi-stream-faults-locks"
+LOCK_WAIT = 150.0
 
 
 class StartFailed(RuntimeError):
@@ -73,6 +80,7 @@ class Instance:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "broker.log"
         self.starts = 0
+        self._lock: int | None = None
 
     @property
     def url(self) -> str:
@@ -95,10 +103,31 @@ class Instance:
         except (OSError, ValueError):
             return False
 
+    def _take_port(self) -> None:
+        """Hold this port's lock until ``close()``; wait (bounded) while another run has it."""
+        if self._lock is not None:
+            return
+        LOCKS.mkdir(exist_ok=True)
+        lock = os.open(LOCKS / f"{self.port}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = lock
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(lock)
+                    raise StartFailed(
+                        f"another run of the fault suite held port {self.port} for {LOCK_WAIT:.0f}s"
+                    ) from None
+                time.sleep(0.5)
+
     def start(self) -> float:
         """Start the broker and wait until it answers; return that moment (``time.time()``)."""
         if self.process is not None and self.process.poll() is None:
             raise StartFailed(f"{self.name} is already running (pid {self.process.pid})")
+        self._take_port()
         if _port_taken(self.port):
             raise StartFailed(
                 f"127.0.0.1:{self.port} is taken by a process this suite did not start; "
@@ -139,6 +168,9 @@ class Instance:
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def tail(self, lines: int = 15) -> str:
         try:

@@ -48,6 +48,8 @@ class Kind:
     #: The in-flight window: what a killed consumer (or a lost ack) may hand over again.
     window: str
     #: Backoff cap (s) of the consumer's reconnects: recovery must be within this + 5 s.
+    #: The core's consume backoff (5 s) where it restarts consuming; NATS: the client's
+    #: ``reconnect_time_wait`` (2 s), since nats-py resumes the subscription itself.
     reconnect_cap: float
 
     def takeover(self, settings: Settings) -> float:
@@ -126,6 +128,6 @@ KINDS = {
         Kind("redis-list", "redis", "prefetch (items moved per take)", reconnect_cap=5.0),
         Kind("nats-js", "nats", "prefetch (pull batch, max_ack_pending)", reconnect_cap=2.0),
         Kind("kafka", "kafka", "uncommitted records per partition (≤ prefetch)", 5.0),
-        Kind("rabbit", "rabbit", "prefetch (basic.qos)", reconnect_cap=1.0),
+        Kind("rabbit", "rabbit", "prefetch (basic.qos)", reconnect_cap=5.0),
     )
 }

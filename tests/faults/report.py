@@ -21,25 +21,45 @@ def record(result: Outcome) -> Outcome:
     return result
 
 
-def _recovery(result: Outcome) -> str:
-    if result.recovery is None:
-        return "never" if result.recovery_limit is not None else "-"
-    limit = f" (≤ {result.recovery_limit:g})" if result.recovery_limit is not None else ""
-    return f"{result.recovery:.1f}{limit}"
+def _verdict(group: list[Outcome]) -> str:
+    failed = []
+    for result in group:
+        if result.lost:
+            failed.append(f"lost {result.lost}")
+        if result.duplicates > result.window:
+            failed.append(f"{result.duplicates} duplicates > {result.window}")
+        limit = result.recovery_limit
+        if limit is not None and (result.recovery is None or result.recovery > limit):
+            failed.append(f"recovery {result.recovery} s > {limit:g} s")
+    verdict = "FAIL: " + ", ".join(failed) if failed else "ok"
+    notes = {result.note for result in group}
+    if len(notes) == 1 and (note := notes.pop()):
+        verdict = f"{verdict}; {note}"
+    return verdict
 
 
 def table(results: list[Outcome] | None = None) -> str:
-    rows = [
-        "| case | transport | confirmed | lost | duplicates (window) | recovery s (limit) | |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
+    """One row per case and transport; repeated runs are summed (lost) or maxed."""
+    groups: dict[tuple[str, str], list[Outcome]] = {}
     for result in results if results is not None else RESULTS:
-        verdict = "FAIL: " + "; ".join(result.problems()) if result.problems() else "ok"
-        if result.note:
-            verdict = f"{verdict}; {result.note}"
+        groups.setdefault((result.case, result.kind), []).append(result)
+    rows = [
+        "| case | transport | runs | confirmed | lost | duplicates, max (window) "
+        "| recovery s, max (limit) | |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for (case, kind), group in groups.items():
+        recoveries = [r.recovery for r in group]
+        recovery = None if None in recoveries else max(r for r in recoveries if r is not None)
+        limit = group[0].recovery_limit
+        shown = "never" if recovery is None and limit is not None else "-"
+        if recovery is not None:
+            shown = f"{recovery:.1f}" + (f" (≤ {limit:g})" if limit is not None else "")
+        worst = max(group, key=lambda r: r.duplicates)
         rows.append(
-            f"| {result.case} | {result.kind} | {result.confirmed} | {result.lost} "
-            f"| {result.duplicates} ({result.window}) | {_recovery(result)} | {verdict} |"
+            f"| {case} | {kind} | {len(group)} | {sum(r.confirmed for r in group)} "
+            f"| {sum(r.lost for r in group)} | {worst.duplicates} ({worst.window}) "
+            f"| {shown} | {_verdict(group)} |"
         )
     return "\n".join(rows)
 

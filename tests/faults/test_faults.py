@@ -40,18 +40,27 @@ INSTANCES: dict[str, Callable[[], instances.Instance]] = {
 FULL = pytest.mark.faults_full
 #: Broker-kill cases beyond CI: not Kafka, whose broker here (tansu) keeps its log in memory.
 BROKER_KILLS = ("rabbit",)
+CI_KINDS = ("redis-stream", "redis-list", "nats-js")
 ISSUE_18 = "issue 18 (the core owns the consume loop): "
 
 
-def kinds(*names: str, full: tuple[str, ...] = ("kafka", "rabbit"), **xfail: str) -> list[Any]:
+def kinds(
+    *names: str,
+    full: tuple[str, ...] = ("kafka", "rabbit"),
+    intermittent: tuple[str, ...] = (),
+    **xfail: str,
+) -> list[Any]:
     """Parameters for a case: ``names`` in CI, ``full`` only under ``make faults``;
-    ``xfail`` maps a transport (``redis_list``) to the reason it fails today."""
+    ``xfail`` maps a transport (``redis_list``) to the reason it fails today: strict,
+    so the fix must remove the marker, except for the transports in ``intermittent``,
+    where it fails in some runs only (strict would fail the others)."""
     params = []
     for name in (*names, *full):
         marks: list[Any] = [] if name in names else [FULL]
         reason = xfail.get(name.replace("-", "_"))
         if reason:
-            marks.append(pytest.mark.xfail(strict=True, reason=ISSUE_18 + reason))
+            strict = name not in intermittent
+            marks.append(pytest.mark.xfail(strict=strict, reason=ISSUE_18 + reason))
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
@@ -94,6 +103,9 @@ class Rig:
     def close(self) -> None:
         for service in self.services:
             service.kill()
+            # Captured: pytest shows it when the case failed.
+            print(f"--- {service.log.name}:\n{service.tail()}")
+        print(f"--- {self.kind.broker} log:\n{self.broker.tail()}")
         self.broker.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -107,12 +119,18 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
         rig.close()
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float) -> None:
+async def until(
+    condition: Callable[[], bool], what: str, timeout: float, state: Callable[[], object] = str
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout:.0f}s")
+            pytest.fail(f"no {what} within {timeout:.0f}s: {state()}")
         await asyncio.sleep(0.05)
+
+
+def progress(producer: Producer, ledger: Ledger) -> Callable[[], str]:
+    return lambda: f"{len(producer.confirmed)} confirmed, {len(ledger.handled)} handled"
 
 
 def check(result: Outcome) -> None:
@@ -141,10 +159,8 @@ def recovery_limit(kind: Kind, extra: float = 0.0) -> float:
 # -- F1: the broker killed twice mid-stream --------------------------------------------------
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "rig", kinds("redis-stream", "redis-list", "nats-js", full=BROKER_KILLS), indirect=True
-)
+@pytest.mark.timeout(450)
+@pytest.mark.parametrize("rig", kinds(*CI_KINDS, full=BROKER_KILLS), indirect=True)
 async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
     """Watermill's TestReconnect: kill -9 at 1/3 and at 1/2 of the stream, 3 s down each
     time; the producer retries what the broker did not confirm."""
@@ -157,7 +173,12 @@ async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
     async with Producer(rig.kind, settings) as producer:
         publishing = asyncio.create_task(producer.run(range(total), rate=250))
         for share in (3, 2):
-            await until(lambda s=share: len(producer.confirmed) >= total // s, "progress", 60)
+            await until(
+                lambda s=share: len(producer.confirmed) >= total // s,
+                "progress",
+                60,
+                progress(producer, ledger),
+            )
             await rig.kill_broker(down=3.0)
         await publishing
         await wait_done(rig.kind, settings, producer, ledger, timeout=60)
@@ -181,7 +202,7 @@ async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
 # -- F3: the broker down when the app starts ---------------------------------------------------
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "rig",
     kinds("redis-stream", "nats-js"),
@@ -244,7 +265,12 @@ async def _consumer_killed_mid_batch(rig: Rig, run: int) -> Outcome:
         )
         if not streaming:
             await publishing
-        await until(lambda: len(ledger.read().handled) >= total // 3, "progress", 60)
+        await until(
+            lambda: len(ledger.read().handled) >= total // 3,
+            "progress",
+            60,
+            progress(producer, ledger),
+        )
         first.kill()
         second = rig.service(settings, ledger, sleep=0.005)
         await second.ready()
@@ -272,7 +298,7 @@ async def _consumer_killed_repeatedly(rig: Rig, runs: int) -> None:
     assert not failed, failed
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(350)
 @pytest.mark.parametrize("rig", kinds("redis-stream", "redis-list", "nats-js"), indirect=True)
 async def test_f4_consumer_killed_mid_batch(rig: Rig) -> None:
     """Both variants on every transport; four runs on Redis lists (issue 13: "a Redis-list
@@ -291,7 +317,7 @@ async def test_f4_redis_list_consumer_killed_repeatedly(rig: Rig) -> None:
 # -- F6: a retry falls due while the broker is down -----------------------------------------
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "rig",
     kinds(
@@ -299,6 +325,9 @@ async def test_f4_redis_list_consumer_killed_repeatedly(rig: Rig) -> None:
         "redis-list",
         "nats-js",
         full=BROKER_KILLS,
+        intermittent=("redis-list",),
+        redis_list="a batch whose settlement failed when Redis went down is not handed back "
+        "and never delivered again (10 of 100 lost in 1 of 7 runs)",
     ),
     indirect=True,
 )
@@ -334,9 +363,17 @@ async def test_f6_retry_due_while_broker_down(rig: Rig) -> None:
 # -- F11: scale-out: two replicas, one killed, a third added --------------------------------
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(350)
 @pytest.mark.parametrize(
-    "rig", kinds("redis-stream", "nats-js", full=("redis-list", "kafka", "rabbit")), indirect=True
+    "rig",
+    kinds(
+        "redis-stream",
+        "nats-js",
+        full=("redis-list", "kafka", "rabbit"),
+        nats_js="with two replicas on one JetStream pull consumer consumption stops after a "
+        "few hundred messages: max_ack_pending (10) messages stay unsettled, never redelivered",
+    ),
+    indirect=True,
 )
 async def test_f11_replica_killed_and_added(rig: Rig) -> None:
     """Two replicas in one group share a stream; one is killed -9 a third of the way,
@@ -353,10 +390,20 @@ async def test_f11_replica_killed_and_added(rig: Rig) -> None:
     await second.ready()
     async with Producer(rig.kind, settings) as producer:
         publishing = asyncio.create_task(producer.run(range(total), rate=200))
-        await until(lambda: len(ledger.read().handled) >= total // 3, "progress", 60)
+        await until(
+            lambda: len(ledger.read().handled) >= total // 3,
+            "progress",
+            60,
+            progress(producer, ledger),
+        )
         killed_at = time.time()
         first.kill()
-        await until(lambda: len(producer.confirmed) >= total // 2, "progress", 60)
+        await until(
+            lambda: len(producer.confirmed) >= total // 2,
+            "progress",
+            60,
+            progress(producer, ledger),
+        )
         third = rig.service(settings, ledger, sleep=0.004)
         await third.ready()
         await publishing
@@ -373,6 +420,6 @@ async def test_f11_replica_killed_and_added(rig: Rig) -> None:
                 window=window(rig.kind, settings),
                 recovery=ledger.caught_up(producer.confirmed, killed_at),
                 recovery_limit=recovery_limit(rig.kind, rig.kind.takeover(settings)),
-                note=f"recovery: kill → all earlier messages handled; {dict(producer.errors)}",
+                note="recovery: from the kill until all earlier messages were handled",
             )
         )
