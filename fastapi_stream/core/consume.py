@@ -140,16 +140,15 @@ class ConsumeLoop:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self, subscription: Subscription) -> None:
-        """Consume from ``subscription``: in a task of its own when the core fetches, or
-        as the target of a transport that calls ``deliver`` itself."""
+        """Consume from ``subscription``, in a task of its own (and one for delayed
+        redeliveries, and one for keepalives where the subscription wants them)."""
         self.subscription = subscription
-        if subscription.fetches:
-            self._task = asyncio.create_task(self._run(), name=f"consume {self.name}")
-            self._retrier = asyncio.create_task(self._redeliver_when_due())
-            if subscription.keepalive_interval is not None:
-                self._keepalive = asyncio.create_task(
-                    self._keep_alive(subscription, subscription.keepalive_interval)
-                )
+        self._task = asyncio.create_task(self._run(), name=f"consume {self.name}")
+        self._retrier = asyncio.create_task(self._redeliver_when_due())
+        if subscription.keepalive_interval is not None:
+            self._keepalive = asyncio.create_task(
+                self._keep_alive(subscription, subscription.keepalive_interval)
+            )
 
     async def stop(self, timeout: float) -> None:
         """Stop fetching, let the handlers finish for up to ``timeout`` seconds, cancel the
@@ -157,11 +156,8 @@ class ConsumeLoop:
         self.stopping = True
         subscription = self.subscription
         assert subscription is not None
-        if self._task is not None:
-            if self._fetching:
-                self._task.cancel()
-        else:
-            await subscription.stop()  # a transport that delivers by itself
+        if self._task is not None and self._fetching:
+            self._task.cancel()
         running = [*([self._task] if self._task is not None else []), *self._active]
         if running:
             _, pending = await asyncio.wait(running, timeout=timeout)
@@ -181,8 +177,7 @@ class ConsumeLoop:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         # What is still unsettled (cancelled, not reached, nacked for later) goes back.
-        if subscription.fetches:
-            await subscription.close()
+        await subscription.close()
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -217,11 +212,9 @@ class ConsumeLoop:
     # -- handling ----------------------------------------------------------------------
 
     async def deliver(self, messages: Sequence[StreamMessage]) -> None:
-        """Handle ``messages`` now (a transport that delivers by itself calls this).
-        Errors reach the caller when the broker raises them (the test broker)."""
-        if self.subscription is not None and not self.subscription.fetches:
-            await self._legacy(messages)
-            return
+        """Handle ``messages`` now: the entry point of a broker inside the process that
+        delivers as it publishes (the test broker's inline engine). Errors reach the
+        caller when the broker raises them."""
         await self.handle(messages, raise_errors=self.broker.raise_errors)
 
     async def handle(
@@ -312,40 +305,6 @@ class ConsumeLoop:
         self._active.discard(task)
         if not self._active:
             self._idle.set()
-
-    async def _legacy(self, messages: Sequence[StreamMessage]) -> None:
-        """Messages from a transport that settles them itself (not yet on ``fetch``)."""
-
-        async def run(batch: Sequence[StreamMessage]) -> None:
-            if self.batch:
-                await self.subscriber.process_batch(batch)
-            else:
-                await self._process_all(batch)
-
-        if self._slots is None or self.batch:
-            task = asyncio.current_task()
-            assert task is not None
-            self._enter(task)
-            try:
-                await run(messages)
-            finally:
-                self._leave(task)
-            return
-        for message in messages:
-            await self._slots.acquire()
-            if self.stopping:
-                self._slots.release()
-                return
-            self._spawn(self._legacy_work(run, message))
-
-    async def _legacy_work(
-        self, run: Callable[[Sequence[StreamMessage]], Awaitable[None]], message: StreamMessage
-    ) -> None:
-        assert self._slots is not None
-        try:
-            await run((message,))
-        finally:
-            self._slots.release()
 
     # -- settling ----------------------------------------------------------------------
 

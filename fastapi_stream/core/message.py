@@ -115,8 +115,6 @@ class StreamMessage:
             self._settlement = Settlement.ACK
             if self._settler is not None:
                 await self._settler.settled(self, 0.0)
-            else:
-                await self._ack()
 
     async def nack(self, delay: float = 0.0) -> None:
         """Hand the message back to the broker for another delivery, after ``delay``
@@ -125,8 +123,6 @@ class StreamMessage:
             self._settlement = Settlement.NACK
             if self._settler is not None:
                 await self._settler.settled(self, delay)
-            else:
-                await self._nack(delay)
 
     async def reject(self) -> None:
         """Refuse the message for good: the broker drops it or moves it to its dead letters."""
@@ -134,19 +130,6 @@ class StreamMessage:
             self._settlement = Settlement.REJECT
             if self._settler is not None:
                 await self._settler.settled(self, 0.0)
-            else:
-                await self._reject()
-
-    # Transports that deliver by themselves (before the core owned consuming) override
-    # these three; a message the core delivered is settled through its settler.
-    async def _ack(self) -> None:
-        return None
-
-    async def _nack(self, delay: float) -> None:
-        return None
-
-    async def _reject(self) -> None:
-        return None
 
 
 @dataclass(slots=True)

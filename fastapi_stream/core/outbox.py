@@ -19,7 +19,7 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from typing import Any
 
-__all__ = ["begin_result", "close_outbox", "defer", "end_result", "open_outbox", "take"]
+__all__ = ["begin_result", "close_outbox", "defer", "end_result", "open_outbox"]
 
 #: The open outbox: the transport that opened it, and its deferred publishes.
 _outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
@@ -61,15 +61,3 @@ def defer(owner: object, item: Any) -> bool:
         return False
     found[1].append(item)
     return True
-
-
-def take(owner: object) -> list[Any]:
-    """Empty ``owner``'s open outbox and return what it held (``[]`` when none is open).
-    For a transport that ties each message's ack to its own results (Kafka commits an
-    offset once the results of its record are confirmed) rather than to the delivery's."""
-    found = _outbox.get()
-    if found is None or found[0] is not owner:
-        return []
-    items = found[1][:]
-    found[1].clear()
-    return items

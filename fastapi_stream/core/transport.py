@@ -124,18 +124,6 @@ class Subscription:
         holds. Called once, after the handlers are done; never raises."""
         return None
 
-    # -- before the core owned consuming (transports not yet moved to fetch) ------------
-
-    async def stop(self) -> None:
-        """Stop a subscription that calls ``deliver`` itself."""
-        return None
-
-    @property
-    def fetches(self) -> bool:
-        """Whether the core drives this subscription through :meth:`fetch` (one that
-        delivers by itself overrides :meth:`stop`)."""
-        return type(self).stop is Subscription.stop
-
 
 class Transport(abc.ABC):
     """A connection to one broker, in the broker's own terms."""

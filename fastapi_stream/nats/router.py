@@ -79,7 +79,7 @@ class NatsRouter(StreamRouter):
 
     def subscriber(
         self,
-        channel: str,
+        channel: str | None = None,
         *,
         queue: str | None = None,
         stream: str | JStream | None = None,
@@ -123,7 +123,7 @@ class NatsRouter(StreamRouter):
 
     def publisher(
         self,
-        channel: str,
+        channel: str | None = None,
         *,
         stream: str | None = None,
         timeout: float | None = None,
