@@ -46,7 +46,7 @@ from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
 from fastapi_stream.core.envelope import pack as encode_value
 from fastapi_stream.core.message import OutgoingMessage
 from fastapi_stream.redis import RedisRouter, StreamSub
-from fastapi_stream.redis.consume import stream_fields
+from fastapi_stream.redis.wire import stream_fields
 
 URL = "redis://127.0.0.1:6379"
 GROUP = "bench"

@@ -13,27 +13,26 @@ Redis does it:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from fastapi_stream.core import envelope
-from fastapi_stream.core.codec import JSON
-from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.message import StreamMessage
 from fastapi_stream.core.transport import Subscription, SubscriptionSpec
 from fastapi_stream.redis.options import ListSub, StreamSub
 from fastapi_stream.redis.routing import redis_glob, stream_group
+from fastapi_stream.redis.wire import decode_fields
 
 if TYPE_CHECKING:
     from fastapi_stream.redis.transport import RedisTransport
 
-__all__ = ["ListSubscription", "PubSubscription", "StreamSubscription", "stream_fields"]
+__all__ = ["ListSubscription", "PubSubscription", "StreamSubscription"]
 
 log = logging.getLogger("fastapi_stream.redis")
 
@@ -62,36 +61,6 @@ for i = #ARGV, 1, -1 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) > 0 then redis.call('LPUSH', KEYS[2], ARGV[i]) end
 end
 """
-
-
-def stream_fields(message: OutgoingMessage) -> dict[Any, Any]:
-    """The fields of the stream entry that carries ``message``."""
-    fields: dict[Any, Any] = {"body": message.body}
-    for key in envelope.META_KEYS:
-        value = getattr(message, key)
-        if value:
-            fields[key] = value
-    if message.headers:
-        fields["headers"] = json.dumps(message.headers, separators=(",", ":"))
-    return fields
-
-
-def decode_fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, dict[str, Any]]:
-    """``(body, metadata)`` of a stream entry. An entry without a ``body`` field (another
-    producer's) becomes a JSON object of its fields."""
-    if b"body" not in fields:
-        plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
-        return json.dumps(plain).encode(), {"content_type": JSON}
-    meta: dict[str, Any] = {}
-    for key in envelope.META_KEYS:
-        value = fields.get(key.encode())
-        if value:
-            meta[key] = value.decode(errors="replace")
-    headers = fields.get(b"headers")
-    if headers:
-        with contextlib.suppress(ValueError):
-            meta["headers"] = json.loads(headers)
-    return fields[b"body"], meta
 
 
 class PubSubscription(Subscription):

@@ -29,14 +29,10 @@ from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
-from fastapi_stream.redis.consume import (
-    ListSubscription,
-    PubSubscription,
-    StreamSubscription,
-    stream_fields,
-)
+from fastapi_stream.redis.consume import ListSubscription, PubSubscription, StreamSubscription
 from fastapi_stream.redis.options import KINDS, Kind, PubSub
 from fastapi_stream.redis.routing import RedisRouting
+from fastapi_stream.redis.wire import stream_fields
 
 __all__ = ["RedisTransport"]
 
