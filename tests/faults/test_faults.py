@@ -42,6 +42,7 @@ FULL = pytest.mark.faults_full
 BROKER_KILLS = ("rabbit",)
 CI_KINDS = ("redis-stream", "redis-list", "nats-js")
 ISSUE_18 = "issue 18 (the core owns the consume loop): "
+ISSUE_13 = "issue 13: "
 
 
 def kinds(
@@ -60,7 +61,7 @@ def kinds(
         reason = xfail.get(name.replace("-", "_"))
         if reason:
             strict = name not in intermittent
-            marks.append(pytest.mark.xfail(strict=strict, reason=ISSUE_18 + reason))
+            marks.append(pytest.mark.xfail(strict=strict, reason=reason))
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
@@ -142,13 +143,15 @@ def check(result: Outcome) -> None:
 def window(kind: Kind, settings: Settings, faults: int = 1, broker_kills: int = 0) -> int:
     """Duplicates allowed: the in-flight window (``prefetch``) per fault.
 
-    JetStream: acks are sent without a confirmation, so a broker kill also loses the acks
-    of the batch before the one in hand (two batches per broker kill); and one batch more:
-    with two replicas on one pull consumer and ``ack_wait`` 3 s, the first batch is handled
-    twice (``num_delivered`` 2) by the same replica a few ms apart, before any fault
-    (found by this suite, not with ``ack_wait`` 30 s; reported, not diagnosed yet)."""
+    Where acks get no confirmation (JetStream, RabbitMQ) a broker kill also loses the acks
+    of the batch before the one in hand: two batches per broker kill. JetStream gets one
+    batch more: with two replicas on one pull consumer and ``ack_wait`` 3 s, the transport
+    before "NATS on the core's consume seam" delivered the first batch twice to the same
+    replica a few ms apart, before any fault (not diagnosed)."""
     if kind.broker == "nats":
         return settings.prefetch * (faults + broker_kills + 1)
+    if kind.broker == "rabbit":
+        return settings.prefetch * (faults + broker_kills)
     return settings.prefetch * faults
 
 
@@ -326,7 +329,8 @@ async def test_f4_redis_list_consumer_killed_repeatedly(rig: Rig) -> None:
         "nats-js",
         full=BROKER_KILLS,
         intermittent=("redis-list",),
-        redis_list="a batch whose settlement failed when Redis went down is not handed back "
+        redis_list=ISSUE_18
+        + "a batch whose settlement failed when Redis went down is not handed back "
         "and never delivered again (10 of 100 lost in 1 of 7 runs)",
     ),
     indirect=True,
@@ -370,7 +374,12 @@ async def test_f6_retry_due_while_broker_down(rig: Rig) -> None:
         "redis-stream",
         "nats-js",
         full=("redis-list", "kafka", "rabbit"),
-        nats_js="with two replicas on one JetStream pull consumer consumption stops after a "
+        intermittent=("kafka",),
+        kafka=ISSUE_13 + "a killed Kafka replica's partitions move only after its session "
+        "timeout and a rebalance, and the added replica's join rebalances again: 13 s and "
+        "22 s measured, limit 20 s (no static membership)",
+        nats_js=ISSUE_18
+        + "with two replicas on one JetStream pull consumer consumption stops after a "
         "few hundred messages: max_ack_pending (10) messages stay unsettled, never redelivered",
     ),
     indirect=True,
