@@ -134,6 +134,9 @@ class ConsumeLoop:
         self._later: list[tuple[float, int, StreamMessage]] = []
         self._order = itertools.count()
         self._retrier: asyncio.Task[None] | None = None
+        # Settlements the broker did not take, sent again at _settle_at.
+        self._unsent: list[tuple[list[StreamMessage], list[StreamMessage]]] = []
+        self._settle_at: float | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._wake_retrier = asyncio.Event()
 
@@ -317,15 +320,20 @@ class ConsumeLoop:
         try:
             await self.subscription.settle(acked, rejected)
         except Exception as exc:
-            # Unacknowledged means delivered again: at-least-once holds, nothing is lost.
+            # Kept and sent again once the broker answers: left alone, a live consumer's
+            # unsettled messages would wait for it forever (a Redis list's processing
+            # list, a stream's pending entries). If it stops first, close() hands them
+            # back and they are delivered again: at-least-once either way.
             self.log.warning(
-                "subscriber %s: %d settlement(s) not sent, the broker delivers those "
-                "messages again (%s: %s)",
+                "subscriber %s: %d settlement(s) not sent yet (%s: %s)",
                 self.name,
                 len(acked) + len(rejected),
                 type(exc).__name__,
                 exc,
             )
+            self._unsent.append((list(acked), list(rejected)))
+            self._settle_at = time.monotonic() + self.broker.reconnect.cap
+            self._wake_retrier.set()
 
     async def redeliver(self, messages: Sequence[StreamMessage]) -> None:
         """Hand ``messages`` back now; if the broker cannot take them, keep them and try
@@ -352,10 +360,13 @@ class ConsumeLoop:
             self._wake_retrier.set()
 
     async def _redeliver_when_due(self) -> None:
+        """Hand back nacked messages when their delay is over, and send again the
+        settlements the broker did not take."""
         later = self._later
         while True:
             self._wake_retrier.clear()
-            wait = later[0][0] - time.monotonic() if later else None
+            times = [t for t in (later[0][0] if later else None, self._settle_at) if t]
+            wait = min(times) - time.monotonic() if times else None
             if wait is None or wait > 0:
                 try:
                     async with asyncio.timeout(wait):
@@ -363,6 +374,10 @@ class ConsumeLoop:
                 except TimeoutError:
                     pass
             now = time.monotonic()
+            if self._settle_at is not None and self._settle_at <= now:
+                unsent, self._unsent, self._settle_at = self._unsent, [], None
+                for acked, rejected in unsent:
+                    await self.settle(acked, rejected)
             due: list[StreamMessage] = []
             while later and later[0][0] <= now:
                 due.append(heapq.heappop(later)[2])

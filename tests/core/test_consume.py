@@ -38,6 +38,7 @@ class Scripted(Subscription):
         self.queue: asyncio.Queue[StreamMessage] = asyncio.Queue()
         self.fetch_failures = 0
         self.redeliver_failures = 0
+        self.settle_failures = 0
         self.keepalives = 0
         self.attempts: dict[str, int] = {}
 
@@ -64,6 +65,9 @@ class Scripted(Subscription):
     async def settle(
         self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
     ) -> None:
+        if self.settle_failures:
+            self.settle_failures -= 1
+            raise ConnectionError("the acks did not get through")
         self.events += [f"ack {m.message_id}" for m in acked]
         self.events += [f"reject {m.message_id}" for m in rejected]
 
@@ -200,6 +204,22 @@ async def test_a_delayed_retry_waits_in_the_core_and_survives_a_failed_handback(
         await eventually(lambda: attempts == [1, 2], "the retry, after two failed hand-backs")
         await eventually(lambda: "ack m1" in transport.events, "the ack")
     assert transport.events == ["redeliver m1", "ack m1", "close"]
+
+
+async def test_settlements_the_broker_did_not_take_are_sent_again() -> None:
+    transport = ScriptedTransport()
+    transport.subscription.settle_failures = 2
+    router = _router(transport)
+    handled: list[int] = []
+
+    @router.subscriber("jobs")
+    async def handle(n: int) -> None:
+        handled.append(n)
+
+    async with router.broker:
+        transport.subscription.put(b"4", "m4")
+        await eventually(lambda: "ack m4" in transport.events, "the ack, on the third try")
+    assert handled == [4]  # handled once: only the ack was repeated
 
 
 async def test_stop_cancels_a_waiting_fetch_but_lets_a_delivery_finish() -> None:
