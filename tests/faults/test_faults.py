@@ -163,7 +163,18 @@ def recovery_limit(kind: Kind, extra: float = 0.0) -> float:
 
 
 @pytest.mark.timeout(450)
-@pytest.mark.parametrize("rig", kinds(*CI_KINDS, full=BROKER_KILLS), indirect=True)
+@pytest.mark.parametrize(
+    "rig",
+    kinds(
+        *CI_KINDS,
+        full=BROKER_KILLS,
+        intermittent=("rabbit",),
+        rabbit=ISSUE_18 + "after a RabbitMQ restart consuming resumed 14-20 s after the node "
+        "answered in 3 runs of 5 (limit 10 s): the core retries 'the channel consuming queue "
+        "is not back yet' with its backoff while aio-pika still restores the channel",
+    ),
+    indirect=True,
+)
 async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
     """Watermill's TestReconnect: kill -9 at 1/3 and at 1/2 of the stream, 3 s down each
     time; the producer retries what the broker did not confirm."""
