@@ -16,8 +16,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -129,8 +129,12 @@ class ListSubscription(Subscription):
         self.members = f"{self.name}:consumers"
         self.processing = self.processing_key(self.consumer)
         self.keepalive_interval = self.idle / 3 if self.reliable else None
-        # Popped, not settled: what close() pushes back when the list is not reliable.
-        self.popped: dict[bytes, None] = {}
+        #: Items handed out and not settled or handed back (close() pushes them back when
+        #: the list is not reliable).
+        self.held: Counter[bytes] = Counter()
+        #: A take failed: it may have moved items whose reply never came (a cut connection,
+        #: a timeout), which would wait in this live consumer's processing list forever.
+        self.unsure = False
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
         self._requeue = client.register_script(_REQUEUE)
@@ -166,43 +170,74 @@ class ListSubscription(Subscription):
                 )
 
     async def fetch(self, limit: int) -> Sequence[StreamMessage]:
+        if self.unsure:
+            await self._reclaim()
+        try:
+            items = await self._fetch(limit)
+        except Exception:
+            self.unsure = self.reliable
+            raise
+        self.held.update(items)
+        return [self.transport.unpacked(raw, self.name, raw) for raw in items]
+
+    async def _fetch(self, limit: int) -> list[Any]:
         client = self.client
         if self.reliable:
-            items = await self._take(keys=[self.name, self.processing], args=[limit])
+            items: list[Any] = await self._take(keys=[self.name, self.processing], args=[limit])
             if not items:
                 seconds: Any = _BLOCK  # Redis takes fractions; redis-py's hint says int
                 item = await client.blmove(self.name, self.processing, seconds, "LEFT", "RIGHT")
                 items = [item] if item is not None else []
-        else:
-            items = await client.lpop(self.name, limit) or []
-            if not items:
-                popped = await client.blpop([self.name], _BLOCK)
-                items = [popped[1]] if popped else []
-            self.popped.update(dict.fromkeys(items))
-        return [self.transport.unpacked(raw, self.name, raw) for raw in items]
+            return items
+        popped: Any = await client.lpop(self.name, limit)
+        if popped:
+            return list(popped)
+        waited = await client.blpop([self.name], _BLOCK)
+        return [waited[1]] if waited else []
+
+    async def _reclaim(self) -> None:
+        """Items in this consumer's processing list that were never handed out go back
+        to the head of the list, in order."""
+        found: Counter[Any] = Counter(await self.client.lrange(self.processing, 0, -1))
+        strays = list((found - self.held).elements())
+        if strays:
+            await self._requeue(keys=[self.processing, self.name], args=strays)
+            log.warning(
+                "redis list %r: %d item(s) taken by a fetch whose reply was lost are queued again",
+                self.name,
+                len(strays),
+            )
+        self.unsure = False
+
+    def _forget(self, messages: Sequence[StreamMessage]) -> None:
+        held = self.held
+        for message in messages:
+            raw = message.raw_message
+            if held[raw] > 1:
+                held[raw] -= 1
+            else:
+                held.pop(raw, None)
 
     async def settle(
         self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
     ) -> None:
-        if not self.reliable:
-            for message in (*acked, *rejected):
-                self.popped.pop(message.raw_message, None)
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for message in (*acked, *rejected):
-                pipe.lrem(self.processing, 1, message.raw_message)
-            await self.transport.settling(pipe.execute())
+        settled = (*acked, *rejected)
+        if self.reliable:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for message in settled:
+                    pipe.lrem(self.processing, 1, message.raw_message)
+                await self.transport.settling(pipe.execute())
+        self._forget(settled)
 
     async def redeliver(self, messages: Sequence[StreamMessage]) -> None:
         raws = [message.raw_message for message in messages]
+        command: Awaitable[Any]
         if self.reliable:
-            await self.transport.settling(
-                self._requeue(keys=[self.processing, self.name], args=raws)
-            )
-            return
-        await self.transport.settling(self.client.lpush(self.name, *reversed(raws)))
-        for raw in raws:
-            self.popped.pop(raw, None)
+            command = self._requeue(keys=[self.processing, self.name], args=raws)
+        else:
+            command = self.client.lpush(self.name, *reversed(raws))
+        await self.transport.settling(command)
+        self._forget(messages)
 
     async def close(self) -> None:
         try:
@@ -211,9 +246,9 @@ class ListSubscription(Subscription):
                     await self._release(keys=[self.processing, self.name])
                     await self.client.srem(self.members, self.consumer)
                     await self.client.delete(self.alive_key(self.consumer))
-                elif self.popped:
-                    await self.client.lpush(self.name, *reversed(self.popped))
-                    self.popped.clear()
+                elif self.held:
+                    await self.client.lpush(self.name, *reversed(list(self.held.elements())))
+            self.held.clear()
         except Exception as exc:
             log.warning("redis list %r: could not hand back unsettled items: %s", self.name, exc)
 

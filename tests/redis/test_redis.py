@@ -589,3 +589,37 @@ def _outgoing(channel: str) -> Any:
     from fastapi_stream import OutgoingMessage
 
     return OutgoingMessage(channel=channel, body=b"1")
+
+
+async def test_items_taken_by_a_fetch_whose_reply_was_lost_are_queued_again(
+    uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The take moves items into this consumer's processing list; if its reply is lost
+    (a cut connection, a timeout), a live consumer must not keep them there forever."""
+    queue = f"test.{uid}.jobs"
+    app = router(uid)
+    seen: list[int] = []
+
+    @app.subscriber(list=queue)
+    async def handle(n: int) -> None:
+        seen.append(n)
+
+    async with app.broker as broker:
+        subscription: Any = broker.subscribers[0]._loop.subscription  # type: ignore[union-attr]
+        take = subscription._take
+        lost = [True]
+
+        async def take_then_lose_the_reply(**kwargs: Any) -> Any:
+            moved = await take(**kwargs)
+            if moved and lost:
+                lost.clear()
+                raise ConnectionError("the connection was cut before the reply came")
+            return moved
+
+        subscription._take = take_then_lose_the_reply
+        for n in range(5):
+            await broker.publish(n, queue, list=True)
+        # Well before min_idle_time (30 s), which only helps with dead consumers.
+        await eventually(lambda: sorted(seen) == [0, 1, 2, 3, 4], "all five", timeout=10)
+    assert not lost
+    assert "whose reply was lost are queued again" in caplog.text
