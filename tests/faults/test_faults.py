@@ -339,10 +339,6 @@ async def test_f4_redis_list_consumer_killed_repeatedly(rig: Rig) -> None:
         "redis-list",
         "nats-js",
         full=BROKER_KILLS,
-        intermittent=("redis-list",),
-        redis_list=ISSUE_18
-        + "a batch whose settlement failed when Redis went down is not handed back "
-        "and never delivered again (10 of 100 lost in 1 of 7 runs)",
     ),
     indirect=True,
 )
