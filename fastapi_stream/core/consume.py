@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi_stream.core import outbox
 from fastapi_stream.core.backoff import Reconnecting
-from fastapi_stream.core.message import OutgoingMessage, Settlement, StreamMessage
+from fastapi_stream.core.message import Settlement, StreamMessage
 from fastapi_stream.core.transport import Subscription
 
 if TYPE_CHECKING:
@@ -47,44 +47,48 @@ RESULTS_RETRY_DELAY = 1.0
 
 
 class _Job:
-    """The settlements of one delivery (a fetched batch handled inline, one message in a
-    worker, or one batch-handler call), sent to the subscription together at its end."""
+    """One delivery (a fetched batch handled inline, one message in a worker, or one
+    batch-handler call): the results its handlers returned and its settlements, sent to
+    the broker together at its end. Lists are made only when needed: on the test broker
+    this runs for every message."""
 
-    __slots__ = ("acked", "again", "loop", "rejected")
+    __slots__ = ("again", "done", "loop", "owner", "results")
 
     def __init__(self, loop: ConsumeLoop, messages: Sequence[StreamMessage]) -> None:
         self.loop = loop
-        self.acked: list[StreamMessage] = []
-        self.rejected: list[StreamMessage] = []
-        self.again: list[StreamMessage] = []
+        self.owner = loop.broker
+        self.results: list[Any] | None = None
+        self.done: list[StreamMessage] | None = None  # acked or rejected
+        self.again: list[StreamMessage] | None = None  # nacked, to redeliver now
         for message in messages:
             message._settler = self
 
     async def settled(self, message: StreamMessage, delay: float) -> None:
         settlement = message.settlement
-        if settlement is Settlement.ACK:
-            if self.loop.eager_acks:
-                await self.loop.settle((message,), ())  # at-most-once: before the handler
+        if settlement is Settlement.NACK:
+            if delay > 0:
+                self.loop.redeliver_later(message, delay)
+            elif self.again is None:
+                self.again = [message]
             else:
-                self.acked.append(message)
-        elif settlement is Settlement.REJECT:
-            self.rejected.append(message)
-        elif delay > 0:
-            self.loop.redeliver_later(message, delay)
+                self.again.append(message)
+        elif settlement is Settlement.ACK and self.loop.eager_acks:
+            await self.loop.settle((message,), ())  # at-most-once: before the handler
+        elif self.done is None:
+            self.done = [message]
         else:
-            self.again.append(message)
+            self.done.append(message)
 
-    async def finish(self, results: Sequence[OutgoingMessage]) -> None:
-        if not (results or self.acked or self.rejected or self.again):
-            return
-        loop = self.loop
+    async def finish(self) -> None:
+        results, done, again = self.results, self.done, self.again
         # Taken out of the job: a message points to its job, and no cycle must keep them.
-        acked, rejected, again = self.acked, self.rejected, self.again
-        self.acked, self.rejected, self.again = [], [], []
+        self.results = self.done = self.again = None
+        loop = self.loop
         if results:
             try:
                 await loop.broker.transport.publish_many(results)
             except Exception as exc:
+                acked = [m for m in done or () if m.settlement is Settlement.ACK]
                 loop.log.warning(
                     "subscriber %s: %d result(s) not published (%s); the %d message(s) they "
                     "answer are handled again in %.0fs",
@@ -96,8 +100,13 @@ class _Job:
                 )
                 for message in acked:
                     loop.redeliver_later(message, RESULTS_RETRY_DELAY)
-                acked = []
-        await loop.settle(acked, rejected)
+                done = [m for m in done or () if m.settlement is not Settlement.ACK]
+        if done:
+            acked = [m for m in done if m.settlement is Settlement.ACK]
+            if len(acked) == len(done):
+                await loop.settle(done, ())
+            else:
+                await loop.settle(acked, [m for m in done if m.settlement is not Settlement.ACK])
         if again:
             await loop.redeliver(again)
 
@@ -281,7 +290,7 @@ class ConsumeLoop:
     ) -> None:
         job = _Job(self, messages)
         error: Exception | None = None
-        token, results = outbox.open_outbox(self.broker)
+        token = outbox.open_outbox(job)
         try:
             await run(messages)
         except Exception as exc:
@@ -291,7 +300,9 @@ class ConsumeLoop:
                 self.log.exception("subscriber %s: handling a delivery failed", self.name)
         finally:
             outbox.close_outbox(token)
-        await job.finish(results)
+        await job.finish()
+        for message in messages:
+            message._settler = None  # a message a test mock keeps must not keep its job
         if error is not None:
             raise error
 

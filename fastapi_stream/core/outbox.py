@@ -17,27 +17,36 @@ A result published through another broker goes out at once (the open outbox is n
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["begin_result", "close_outbox", "defer", "end_result", "open_outbox"]
+__all__ = ["Outbox", "begin_result", "close_outbox", "defer", "end_result", "open_outbox"]
+
 
 #: The open outbox: the transport that opened it, and its deferred publishes.
-_outbox: ContextVar[tuple[object, list[Any]] | None] = ContextVar(
-    "fastapi_stream_outbox", default=None
-)
+class Outbox(Protocol):
+    """What collects one delivery's result publishes: the consume loop's job for it.
+    ``results`` stays ``None`` until the first one (nothing is allocated per delivery
+    that publishes no result)."""
+
+    results: list[Any] | None
+
+    @property
+    def owner(self) -> object:
+        """Whose result publishes it collects (the broker)."""
+
+
+_outbox: ContextVar[Outbox | None] = ContextVar("fastapi_stream_outbox", default=None)
 _result: ContextVar[bool] = ContextVar("fastapi_stream_result", default=False)
 
 
-def open_outbox(owner: object) -> tuple[Token[Any], list[Any]]:
-    """Open ``owner``'s outbox (``owner`` is the broker) for the delivery handled until
-    :func:`close_outbox`; returns the token to close it with and the list that collects
-    the deferred publishes, in the order they were made. (A plain call pair, not a
-    context manager: this runs for every delivery.)"""
-    outbox: list[Any] = []
-    return _outbox.set((owner, outbox)), outbox
+def open_outbox(outbox: Outbox) -> Token[Outbox | None]:
+    """Collect result publishes made for ``outbox.owner`` (the broker) into ``outbox``
+    until :func:`close_outbox`. (A plain call pair, not a context manager: this runs for
+    every delivery.)"""
+    return _outbox.set(outbox)
 
 
-def close_outbox(token: Token[Any]) -> None:
+def close_outbox(token: Token[Outbox | None]) -> None:
     _outbox.reset(token)
 
 
@@ -57,7 +66,10 @@ def defer(owner: object, item: Any) -> bool:
     if not _result.get():
         return False
     found = _outbox.get()
-    if found is None or found[0] is not owner:
+    if found is None or found.owner is not owner:
         return False
-    found[1].append(item)
+    if found.results is None:
+        found.results = [item]
+    else:
+        found.results.append(item)
     return True
