@@ -67,7 +67,7 @@ class QueueSubscription(Subscription):
                 return []  # idle: the core calls again
         taken = [group.ready.popleft() for _ in range(min(limit, len(group.ready)))]
         self.unsettled.update((m.message_id, m) for m in taken)
-        return [_delivered(m) for m in taken]
+        return [StreamMessage.of(m) for m in taken]
 
     async def settle(
         self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
@@ -86,19 +86,6 @@ class QueueSubscription(Subscription):
         elif self.unsettled:
             self.group.put(list(self.unsettled.values()), first=True)
         self.unsettled.clear()
-
-
-def _delivered(message: OutgoingMessage) -> StreamMessage:
-    return StreamMessage(
-        message.body,
-        channel=message.channel,
-        headers=message.headers,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        content_type=message.content_type,
-        raw_message=message,
-    )
 
 
 _brokers: dict[str, Queues] = {}
@@ -131,7 +118,7 @@ class QueueTransport(Transport):
 
     async def publish(self, message: OutgoingMessage) -> None:
         if message.channel == _INBOX:
-            self.queues.replies.resolve(message.correlation_id, _delivered(message))
+            self.queues.replies.resolve(message.correlation_id, StreamMessage.of(message))
             return
         for group in self.queues.groups.values():
             if DEFAULT_ROUTING.matches(group.spec, message):

@@ -137,8 +137,6 @@ class ConsumeLoop:
             asyncio.Semaphore(subscriber.max_workers) if subscriber.max_workers > 1 else None
         )
         self._active: set[asyncio.Future[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
         # Messages nacked with a delay: (due, order, message), handed back when due.
         self._later: list[tuple[float, int, StreamMessage]] = []
         self._order = itertools.count()
@@ -313,12 +311,9 @@ class ConsumeLoop:
 
     def _enter(self, task: asyncio.Future[Any]) -> None:
         self._active.add(task)
-        self._idle.clear()
 
     def _leave(self, task: asyncio.Future[Any]) -> None:
         self._active.discard(task)
-        if not self._active:
-            self._idle.set()
 
     # -- settling ----------------------------------------------------------------------
 

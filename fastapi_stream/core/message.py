@@ -12,7 +12,7 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from fastapi_stream.core import codec
 
@@ -93,6 +93,22 @@ class StreamMessage:
         self._settlement: Settlement | None = None
         #: Set by the core when it delivers the message.
         self._settler: Settler | None = None
+
+    @classmethod
+    def of(cls, message: OutgoingMessage, *, delivery_attempt: int | None = None) -> Self:
+        """``message`` as a broker inside the process delivers it: the same body and
+        metadata, with the published object as ``raw_message``."""
+        return cls(
+            message.body,
+            channel=message.channel,
+            headers=message.headers,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            content_type=message.content_type,
+            delivery_attempt=delivery_attempt,
+            raw_message=message,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -83,21 +83,13 @@ class MemoryMessage(StreamMessage):
     """A message delivered by the memory engine; ``raw_message`` is what was published."""
 
     __slots__ = ("delivery",)
+    delivery: _Delivery
 
-    def __init__(self, delivery: _Delivery) -> None:
-        out = delivery.message
-        super().__init__(
-            out.body,
-            channel=out.channel,
-            headers=out.headers,
-            message_id=out.message_id,
-            correlation_id=out.correlation_id,
-            reply_to=out.reply_to,
-            content_type=out.content_type,
-            delivery_attempt=delivery.attempts,
-            raw_message=out,
-        )
-        self.delivery = delivery
+    @classmethod
+    def of_delivery(cls, delivery: _Delivery) -> MemoryMessage:
+        message = cls.of(delivery.message, delivery_attempt=delivery.attempts)
+        message.delivery = delivery
+        return message
 
 
 class Consumer(Subscription):
@@ -123,7 +115,7 @@ class Consumer(Subscription):
         # A lone consumer takes what is there in one go; competing ones take turns.
         batch = group.take(limit if len(group.consumers) == 1 else 1)
         self.unacked.update(dict.fromkeys(batch))
-        return [MemoryMessage(delivery) for delivery in batch]
+        return [MemoryMessage.of_delivery(delivery) for delivery in batch]
 
     async def settle(
         self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
@@ -293,7 +285,7 @@ class MemoryEngine:
             consumer = group.next_consumer()
             delivery.attempts += 1
             consumer.unacked[delivery] = None
-            message = MemoryMessage(delivery)
+            message = MemoryMessage.of_delivery(delivery)
             try:
                 await consumer.deliver([message])
             except Exception:

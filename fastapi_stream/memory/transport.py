@@ -100,16 +100,7 @@ class MemoryTransport(Transport):
 
     async def request(self, message: OutgoingMessage, timeout: float) -> StreamMessage:
         self._check()
-        reply = await self.engine.request(message, timeout)
-        return StreamMessage(
-            reply.body,
-            channel=reply.channel,
-            headers=reply.headers,
-            message_id=reply.message_id,
-            correlation_id=reply.correlation_id,
-            content_type=reply.content_type,
-            raw_message=reply,
-        )
+        return StreamMessage.of(await self.engine.request(message, timeout))
 
     async def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Subscription:
         self._check()
