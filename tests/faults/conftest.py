@@ -8,11 +8,14 @@ anything the table is printed; ``FAULTS_DOCS=<path>`` also writes it into that p
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults import report
+from tests.faults.kinds import KINDS
+from tests.faults.rig import Rig
 
 FULL = os.environ.get("FAULTS_FULL") == "1"
 
@@ -24,6 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not item.get_closest_marker("faults_full")]
+
+
+@pytest.fixture
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """The case's rig for the transport it is parametrized with (``indirect``)."""
+    rig = Rig(KINDS[request.param])
+    try:
+        yield rig
+    finally:
+        rig.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

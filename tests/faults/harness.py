@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,10 @@ class Service:
             "FAULTS_BACKOFF": str(settings.backoff),
             "FAULTS_MAX_BACKOFF": str(settings.max_backoff),
             "FAULTS_IDLE": str(settings.idle),
+            "FAULTS_DEAD_LETTER": "1" if settings.dead_letter else "0",
+            "FAULTS_GRACEFUL": str(settings.graceful),
+            "FAULTS_MAX_BODY": str(settings.max_body),
+            "FAULTS_HEARTBEAT": "" if settings.heartbeat is None else str(settings.heartbeat),
             "FAULTS_LEDGER": str(ledger),
             **{f"FAULTS_{key.upper()}": str(value) for key, value in env.items()},
         }
@@ -97,6 +101,30 @@ class Service:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    async def get(self, path: str) -> httpx.Response:
+        """``GET path`` on the service (raises httpx's errors)."""
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            return await client.get(path, timeout=5.0)
+
+    async def stats(self) -> dict[str, float]:
+        """The service's resident memory (bytes), open fds, asyncio tasks and CPU seconds."""
+        response = await self.get("/faults/stats")
+        response.raise_for_status()
+        stats: dict[str, float] = response.json()
+        return stats
+
+    async def is_ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return (await self.get("/health/ready")).status_code == 200
+        return False
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the process this object started, by its PID, and reap it."""
         process, self.process = self.process, None
@@ -118,10 +146,18 @@ class Producer:
     tried again with the same id until it is confirmed. ``confirmed`` holds the ids the
     broker confirmed, with the time of each confirmation."""
 
-    def __init__(self, kind: Kind, settings: Settings, prefix: str = "m") -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        settings: Settings,
+        prefix: str = "m",
+        payload: Callable[[int], dict[str, Any]] | None = None,
+    ) -> None:
         self.kind = kind
         self.settings = settings
         self.prefix = prefix
+        #: The body of message ``n`` (``{"n": n}`` unless given).
+        self.payload = payload or (lambda n: {"n": n})
         self.router = kind.router(settings)
         self.confirmed: dict[str, float] = {}
         self.failures = 0
@@ -149,7 +185,7 @@ class Producer:
         while True:
             try:
                 await self.router.broker.publish(
-                    {"n": n}, self.settings.channel, message_id=message_id, **options
+                    self.payload(n), self.settings.channel, message_id=message_id, **options
                 )
                 self.confirmed[message_id] = time.time()
                 return
@@ -189,6 +225,12 @@ class Ledger:
     failed: Counter[str] = field(default_factory=Counter)
     #: (time, message id, pid) of every successful handling, in file order.
     handlings: list[tuple[float, str, int]] = field(default_factory=list)
+    #: (time, message id, pid) of every failed attempt, in file order.
+    failures: list[tuple[float, str, int]] = field(default_factory=list)
+    #: Handlers started (``B`` lines, with ``FAULTS_BEGIN=1``): message id -> (time, pid).
+    begun: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    #: Dead letters received: message id -> the ``x-delivery-attempts`` of each.
+    dead: dict[str, list[str]] = field(default_factory=dict)
     _offset: int = 0
 
     def read(self) -> Ledger:
@@ -201,12 +243,17 @@ class Ledger:
         end = data.rfind(b"\n") + 1  # a line is complete once its newline is written
         self._offset += end
         for line in data[:end].decode().splitlines():
-            mark, message_id, pid, at, *_ = line.split()
+            mark, message_id, pid, at, *rest = line.split()
             if mark == "H":
                 self.handled[message_id] += 1
                 self.handlings.append((float(at), message_id, int(pid)))
+            elif mark == "B":
+                self.begun.setdefault(message_id, []).append((float(at), int(pid)))
+            elif mark == "D":
+                self.dead.setdefault(message_id, []).append(rest[0])
             else:
                 self.failed[message_id] += 1
+                self.failures.append((float(at), message_id, int(pid)))
         return self
 
     def first_after(self, moment: float, pid: int | None = None) -> float | None:
@@ -242,6 +289,8 @@ class Outcome:
     missing: list[str] = field(default_factory=list)
     #: (message id, [(time, pid) of each handling]) of some duplicated messages
     repeated: list[tuple[str, list[tuple[float, int]]]] = field(default_factory=list)
+    #: False where the case does not wait for the backlog (F9): lost is not measured.
+    lost_measured: bool = True
 
     def problems(self) -> list[str]:
         found = []
@@ -268,9 +317,13 @@ def outcome(
     recovery: float | None,
     recovery_limit: float | None,
     note: str = "",
+    confirmed: Mapping[str, float] | None = None,
 ) -> Outcome:
+    """The outcome of a case: ``confirmed`` (the producer's, unless given) against what
+    the ledger saw."""
     ledger.read()
-    missing = sorted(set(producer.confirmed) - set(ledger.handled))
+    confirmed = producer.confirmed if confirmed is None else confirmed
+    missing = sorted(set(confirmed) - set(ledger.handled))
     duplicates = sum(count - 1 for count in ledger.handled.values() if count > 1)
     repeated = [mid for mid, count in ledger.handled.items() if count > 1][:20]
     seen = {
@@ -279,7 +332,7 @@ def outcome(
     return Outcome(
         case,
         kind.name,
-        len(producer.confirmed),
+        len(confirmed),
         len(missing),
         duplicates,
         window,

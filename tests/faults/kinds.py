@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi_stream import Retry, StreamRouter
+from fastapi_stream.core.broker import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["KINDS", "Kind", "Settings"]
 
@@ -30,6 +31,32 @@ class Settings:
     #: Redis: seconds before the entries of a silent consumer are claimed by the others;
     #: JetStream: ``ack_wait``.
     idle: float = 3.0
+    #: Dead letters go to ``dead_letter_channel`` (the service subscribes to it).
+    dead_letter: bool = False
+    graceful: float = 15.0
+    max_body: int = DEFAULT_MAX_BODY_BYTES
+    #: Seconds a publish may take (the transport's own default if None).
+    publish_timeout: float | None = None
+    #: The connection's heartbeat where the client has one (RabbitMQ's ``heartbeat``,
+    #: NATS's ``ping_interval``); None: the client's default.
+    heartbeat: float | None = None
+
+    @property
+    def dead_letter_channel(self) -> str:
+        return f"{self.channel}.dlq"
+
+    def router_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "retry": self.retry,
+            "schema_url": None,
+            "graceful_timeout": self.graceful,
+            "max_body_bytes": self.max_body,
+        }
+        if self.dead_letter:
+            options["dead_letter"] = self.dead_letter_channel
+        if self.publish_timeout is not None:
+            options["publish_timeout"] = self.publish_timeout
+        return options
 
     @property
     def retry(self) -> Retry:
@@ -63,30 +90,37 @@ class Kind:
             from fastapi_stream.redis import RedisRouter
 
             return RedisRouter(
-                settings.url, min_idle_time=settings.idle, retry=settings.retry, schema_url=None
+                settings.url, min_idle_time=settings.idle, **settings.router_options()
             )
         if self.broker == "nats":
             from fastapi_stream.nats import JStream, NatsRouter
 
+            subjects = [settings.channel]
+            if settings.dead_letter:
+                subjects.append(settings.dead_letter_channel)
             return NatsRouter(
                 settings.url,
-                stream=JStream(stream_name(settings.channel), subjects=[settings.channel]),
-                retry=settings.retry,
-                schema_url=None,
+                stream=JStream(stream_name(settings.channel), subjects=subjects),
+                **settings.router_options(),
             )
         if self.broker == "kafka":
             from fastapi_stream.kafka import KafkaRouter, KafkaTopic
 
+            topics = [KafkaTopic(settings.channel, partitions=4)]
+            if settings.dead_letter:
+                topics.append(KafkaTopic(settings.dead_letter_channel, partitions=1))
             return KafkaRouter(
                 settings.url.removeprefix("kafka://"),
-                topics=[KafkaTopic(settings.channel, partitions=4)],
+                topics=topics,
                 auto_offset_reset="earliest",
-                retry=settings.retry,
-                schema_url=None,
+                **settings.router_options(),
             )
         from fastapi_stream.rabbit import RabbitRouter
 
-        return RabbitRouter(settings.url, retry=settings.retry, schema_url=None)
+        url = settings.url
+        if settings.heartbeat is not None:
+            url = f"{url}?heartbeat={settings.heartbeat:g}"
+        return RabbitRouter(url, **settings.router_options())
 
     def subscriber_options(self, settings: Settings) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments of ``router.subscriber`` for this kind."""

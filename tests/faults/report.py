@@ -56,9 +56,11 @@ def table(results: list[Outcome] | None = None) -> str:
         if recovery is not None:
             shown = f"{recovery:.1f}" + (f" (≤ {limit:g})" if limit is not None else "")
         worst = max(group, key=lambda r: r.duplicates)
+        measured = all(r.lost_measured for r in group)
+        lost = str(sum(r.lost for r in group)) if measured else "-"
         rows.append(
             f"| {case} | {kind} | {len(group)} | {sum(r.confirmed for r in group)} "
-            f"| {sum(r.lost for r in group)} | {worst.duplicates} ({worst.window}) "
+            f"| {lost} | {worst.duplicates} ({worst.window}) "
             f"| {shown} | {_verdict(group)} |"
         )
     return "\n".join(rows)
