@@ -1,0 +1,231 @@
+"""The relay: the task that copies committed outbox rows to the broker.
+
+It runs while the broker runs (started by the broker's startup hooks, stopped by its
+shutdown hooks). Each cycle claims a batch of rows in order, publishes them with the
+broker transport's ``publish_many`` (the publish middlewares already ran when the rows
+were written), marks them sent and commits. Between cycles it waits for a wake-up: a
+commit of an outbox write in this process, a PostgreSQL ``NOTIFY`` from another one
+(LISTEN on an asyncpg connection of the engine's), or the poll interval. While the
+broker or the database fails it waits with the router's :class:`~fastapi_stream.Backoff`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fastapi_stream.core.backoff import Backoff, Reconnecting
+from fastapi_stream.core.broker import StreamBroker
+from fastapi_stream.core.message import OutgoingMessage
+from fastapi_stream.outbox.metrics import OutboxMetrics
+from fastapi_stream.outbox.store import BrokerFailed, OutboxStore
+
+__all__ = ["Relay"]
+
+#: With LISTEN working, the relay still polls this many poll intervals apart (a
+#: notification sent while the listening connection was being replaced is lost).
+_LISTEN_POLL_FACTOR = 10
+#: Seconds between attempts to LISTEN again after the listening connection failed.
+_LISTEN_RETRY = 5.0
+#: Seconds the startup hook waits for the table to be created.
+_CREATE_TIMEOUT = 10.0
+#: Seconds between lag measurements while the relay is idle.
+_LAG_INTERVAL = 5.0
+
+
+class Relay:
+    """Sends the rows of one outbox through one broker; ``start()`` and ``stop()``."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        broker: StreamBroker,
+        *,
+        create_table: bool,
+        batch_size: int,
+        poll_interval: float,
+        prune_interval: float,
+        listen: bool,
+        backoff: Backoff | None,
+        metrics: OutboxMetrics | None,
+        logger: logging.Logger,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        #: Whether the table is known to exist (made by the relay, or not ours to make).
+        self.table_ready = not create_table
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.prune_interval = prune_interval
+        self.listen = listen and store.postgresql
+        self.backoff = backoff
+        self.metrics = metrics
+        self.logger = logger
+        #: Rows sent since the relay was made, for tests and the bench.
+        self.sent_total = 0
+        #: The last failure while it lasts (``None`` once a cycle succeeded).
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._listener: AsyncConnection | None = None
+        self._listen_after = 0.0
+        self._next_prune = 0.0
+        self._next_lag = 0.0
+        self._attempts: Reconnecting | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def failing(self) -> bool:
+        return self._attempts is not None and self._attempts.failing
+
+    def wake(self) -> None:
+        """Look for rows now (an outbox write was committed)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._attempts = Reconnecting(
+            f"outbox relay {self.store.table.name}",
+            self.backoff or self.broker.reconnect,
+            self.logger,
+        )
+        if not self.table_ready:
+            try:  # now, so that the first writes need not make it
+                await asyncio.wait_for(self.store.create(), _CREATE_TIMEOUT)
+                self.table_ready = True
+            except Exception as exc:
+                self.logger.warning(
+                    "outbox %s: cannot create the table yet (%s)", self.store.table.name, exc
+                )
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.store.table.name}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Let the batch being sent finish for up to ``timeout`` seconds, then cancel it
+        (its rows stay unsent and go out with the next relay)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self.wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait({task}, timeout=timeout)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await self._unlisten()
+
+    async def _run(self) -> None:
+        attempts = self._attempts
+        assert attempts is not None and self._wake is not None
+        while not self._stopping:
+            try:
+                if not self.table_ready:
+                    await self.store.create()
+                    self.table_ready = True
+                sent = await self._cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = "broker" if isinstance(exc, BrokerFailed) else "database"
+                self.last_error = f"{reason}: {exc}"
+                if self.metrics is not None:
+                    self.metrics.relay_error(reason)
+                await attempts.failed(exc)
+                continue
+            attempts.succeeded()
+            self.last_error = None
+            if sent >= self.batch_size:
+                continue  # more rows are waiting
+            await self._housekeeping()
+            await self._idle()
+
+    async def _cycle(self) -> int:
+        counts = await self.store.relay_batch(self._send, self.batch_size)
+        total = sum(counts.values())
+        if total:
+            self.sent_total += total
+            if self.metrics is not None:
+                for channel, count in counts.items():
+                    self.metrics.sent(channel, count)
+        return total
+
+    async def _send(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self.broker.transport.publish_many(messages)
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.metrics is not None and now >= self._next_lag:
+            self._next_lag = now + _LAG_INTERVAL
+            self.metrics.lag(await self.store.lag())
+        if self.store.keep_sent > 0 and now >= self._next_prune:
+            self._next_prune = now + self.prune_interval
+            pruned = await self.store.prune()
+            if pruned:
+                self.logger.debug("outbox %s: pruned %d sent row(s)", self.store.table.name, pruned)
+
+    async def _idle(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        interval = self.poll_interval
+        if self.listen:
+            interval *= _LISTEN_POLL_FACTOR if await self._listening() else 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)
+        wake.clear()
+
+    # -- PostgreSQL LISTEN ---------------------------------------------------------------
+
+    async def _listening(self) -> bool:
+        """Whether a connection LISTENs for this outbox's NOTIFY (set up when missing)."""
+        listener = self._listener
+        if listener is not None:
+            driver = await _driver(listener)
+            if driver is not None and not driver.is_closed():
+                return True
+            await self._unlisten()
+        if time.monotonic() < self._listen_after:
+            return False
+        self._listen_after = time.monotonic() + _LISTEN_RETRY
+        try:
+            listener = await self.store.engine.connect()
+            driver = await _driver(listener)
+            if driver is None or not hasattr(driver, "add_listener"):
+                await listener.close()
+                self.listen = False  # not asyncpg: polling it is
+                return False
+            await driver.add_listener(self.store.notify_channel, self._notified)
+        except Exception as exc:
+            self.logger.warning("outbox relay: cannot LISTEN (%s); polling meanwhile", exc)
+            return False
+        self._listener = listener
+        return True
+
+    def _notified(self, *_: Any) -> None:
+        self.wake()
+
+    async def _unlisten(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # The connection goes, not back to the pool: it would keep listening there.
+            with contextlib.suppress(Exception):
+                await listener.invalidate()
+            with contextlib.suppress(Exception):
+                await listener.close()
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection

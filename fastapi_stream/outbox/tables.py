@@ -1,0 +1,104 @@
+"""The outbox and inbox tables, as SQLAlchemy Core tables, and their DDL.
+
+One row of the outbox is one message exactly as the broker will receive it: the encoded
+body, headers, content type, message id and broker options were fixed when the row was
+written, so the relay only copies them to the broker. Times are seconds since the epoch
+(double precision), the same on every database.
+
+:func:`ddl` prints the ``CREATE TABLE``/``CREATE INDEX`` statements for a dialect, for a
+migration tool of the application's own::
+
+    python -c "from fastapi_stream.outbox import ddl; print(ddl('postgresql'))"
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+__all__ = ["DEFAULT_INBOX_TABLE", "DEFAULT_OUTBOX_TABLE", "ddl", "inbox_table", "outbox_table"]
+
+DEFAULT_OUTBOX_TABLE = "fastapi_stream_outbox"
+DEFAULT_INBOX_TABLE = "fastapi_stream_inbox"
+
+# SQLite gives a primary key autoincrement only to INTEGER (BIGINT would stay NULL).
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+_TIME = Float(precision=53).with_variant(postgresql.DOUBLE_PRECISION(), "postgresql")
+# MySQL needs a length on indexed text columns.
+_NAME = String(255)
+
+
+def outbox_table(name: str = DEFAULT_OUTBOX_TABLE, metadata: MetaData | None = None) -> Table:
+    """The outbox table called ``name`` (in ``metadata``, or in a metadata of its own)."""
+    return Table(
+        name,
+        metadata if metadata is not None else MetaData(),
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("message_id", _NAME, nullable=False),
+        Column("channel", _NAME, nullable=False),
+        #: Rows of one partition are sent in ``id`` order: the channel, or the channel
+        #: and the key when the outbox orders per key.
+        Column("partition", String(512), nullable=False),
+        Column("message_key", _NAME, nullable=True),
+        Column("body", LargeBinary().with_variant(mysql.LONGBLOB(), "mysql"), nullable=False),
+        Column("headers", JSON(), nullable=True),
+        Column("content_type", _NAME, nullable=True),
+        Column("correlation_id", _NAME, nullable=True),
+        Column("reply_to", _NAME, nullable=True),
+        Column("options", JSON(), nullable=True),
+        Column("created_at", _TIME, nullable=False),
+        Column("sent_at", _TIME, nullable=True),
+        # The relay finds unsent rows through this index; sent ones are pruned by time.
+        Index(f"ix_{name}_unsent", "sent_at", "id"),
+    )
+
+
+def inbox_table(name: str = DEFAULT_INBOX_TABLE, metadata: MetaData | None = None) -> Table:
+    """The inbox table called ``name``: one row per (consumer, message id) processed."""
+    return Table(
+        name,
+        metadata if metadata is not None else MetaData(),
+        Column("consumer", _NAME, primary_key=True),
+        Column("message_id", _NAME, primary_key=True),
+        Column("processed_at", _TIME, nullable=False),
+        Index(f"ix_{name}_processed_at", "processed_at"),
+    )
+
+
+_DIALECTS: dict[str, Dialect] = {
+    "postgresql": postgresql.dialect(),  # type: ignore[no-untyped-call]
+    "sqlite": sqlite.dialect(),
+    "mysql": mysql.dialect(),
+}
+
+
+def ddl(
+    dialect: str = "postgresql",
+    *,
+    outbox: str = DEFAULT_OUTBOX_TABLE,
+    inbox: str | None = DEFAULT_INBOX_TABLE,
+) -> str:
+    """The statements that create the outbox (and the inbox, unless ``inbox=None``) on
+    ``dialect`` (``"postgresql"``, ``"sqlite"`` or ``"mysql"``), each ending in ``;``."""
+    target = _DIALECTS[dialect]
+    tables = [outbox_table(outbox)] + ([inbox_table(inbox)] if inbox else [])
+    statements: list[str] = []
+    for table in tables:
+        statements.append(str(CreateTable(table).compile(dialect=target)).strip())
+        statements.extend(
+            str(CreateIndex(index).compile(dialect=target)).strip() for index in table.indexes
+        )
+    return "\n\n".join(f"{statement};" for statement in statements) + "\n"
