@@ -63,14 +63,16 @@ class Outbox:
     publishing transaction) unless ``create_table=False`` (then create it with
     :func:`~fastapi_stream.outbox.ddl`). Order is kept per channel; ``order="key"`` keeps
     it per channel and key instead (rows without a key: per channel), which lets several
-    relays share one busy channel. The relay sends up to ``batch_size`` rows per
-    transaction, polls every ``poll_interval`` seconds (on PostgreSQL it also LISTENs, and
-    then polls ten times less often), waits with ``backoff`` (the router's ``reconnect``
-    by default) while the broker or the database fails, and deletes rows ``keep_sent``
-    seconds after they were sent (``0``: at once), checking every ``prune_interval``
-    seconds. Readiness fails while the relay fails, and when ``max_lag`` is given and the
-    oldest unsent row is older. ``metrics`` receives rows sent, relay errors and the lag.
-    ``relay=False`` only writes: another process relays.
+    relays share one busy channel. The relay sends up to ``batch_size`` rows of up to
+    ``partitions_per_batch`` partitions per transaction (on PostgreSQL; several relays
+    each take partitions the others do not hold), polls every ``poll_interval`` seconds
+    (on PostgreSQL it also LISTENs, and then polls ten times less often), waits with
+    ``backoff`` (the router's ``reconnect`` by default) while the broker or the database
+    fails, and deletes rows ``keep_sent`` seconds after they were sent (``0``: at once),
+    checking every ``prune_interval`` seconds. Readiness fails while the relay fails, and
+    when ``max_lag`` is given and the oldest unsent row is older. ``metrics`` receives
+    rows sent, relay errors and the lag. ``relay=False`` only writes: another process
+    relays.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Outbox:
         create_table: bool = True,
         order: Literal["channel", "key"] = "channel",
         batch_size: int = 100,
+        partitions_per_batch: int = 4,
         poll_interval: float = 1.0,
         keep_sent: float = 3600.0,
         prune_interval: float = 60.0,
@@ -94,10 +97,16 @@ class Outbox:
     ) -> None:
         if order not in ("channel", "key"):
             raise ConfigurationError("Outbox(order=...) is 'channel' or 'key'")
-        if batch_size < 1 or poll_interval <= 0 or keep_sent < 0 or prune_interval <= 0:
+        if (
+            batch_size < 1
+            or partitions_per_batch < 1
+            or poll_interval <= 0
+            or keep_sent < 0
+            or prune_interval <= 0
+        ):
             raise ConfigurationError(
-                "Outbox needs batch_size >= 1, poll_interval > 0, keep_sent >= 0 and "
-                "prune_interval > 0"
+                "Outbox needs batch_size >= 1, partitions_per_batch >= 1, poll_interval > 0, "
+                "keep_sent >= 0 and prune_interval > 0"
             )
         self.router = router if isinstance(router, StreamRouter) else None
         self.broker = router.broker if isinstance(router, StreamRouter) else router
@@ -105,7 +114,9 @@ class Outbox:
         self.table = outbox_table(table)
         self.order = order
         self.max_lag = max_lag
-        self.store = OutboxStore(engine, self.table, keep_sent=keep_sent)
+        self.store = OutboxStore(
+            engine, self.table, keep_sent=keep_sent, partitions=partitions_per_batch
+        )
         self.notify = notify and self.store.postgresql
         self.relay = Relay(
             self.store,

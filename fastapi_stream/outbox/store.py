@@ -92,22 +92,29 @@ def _create_checkfirst(bind: Any, table: Table) -> None:
 class OutboxStore:
     """SQL on one outbox table through one engine."""
 
-    def __init__(self, engine: AsyncEngine, table: Table, *, keep_sent: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, table: Table, *, keep_sent: float, partitions: int = 4
+    ) -> None:
         self.engine = engine
+        #: How many partitions a PostgreSQL relay takes per batch (fewer: replicas share).
+        self.partitions = partitions
         self.table = table
         self.keep_sent = keep_sent
         self.postgresql = engine.dialect.name == "postgresql"
         #: The LISTEN/NOTIFY channel of this table on PostgreSQL.
         self.notify_channel = f"{table.name}_outbox"[:63]
         quoted = engine.dialect.identifier_preparer.format_table(table)
-        # Pick partitions among the oldest unsent rows and lock those no other relay holds.
+        # Lock up to :partitions of the partitions of the oldest unsent rows, oldest first,
+        # skipping those another relay holds. The CTE is materialized in that order and
+        # the lock is taken as rows are pulled, so LIMIT stops taking locks.
         self._lock_partitions = text(
             "WITH heads AS MATERIALIZED ("
-            " SELECT DISTINCT partition FROM ("
-            f"  SELECT partition FROM {quoted} WHERE sent_at IS NULL ORDER BY id LIMIT :scan"
-            " ) AS oldest)"
+            " SELECT partition FROM ("
+            f"  SELECT partition, id FROM {quoted} WHERE sent_at IS NULL ORDER BY id LIMIT :scan"
+            " ) AS oldest GROUP BY partition ORDER BY min(id))"
             " SELECT partition FROM heads"
             " WHERE pg_try_advisory_xact_lock(hashtext(:space), hashtext(partition))"
+            " LIMIT :partitions"
         )
 
     async def create(self) -> None:
@@ -174,7 +181,10 @@ class OutboxStore:
         table = self.table
         query = select(table).where(table.c.sent_at.is_(None)).order_by(table.c.id).limit(limit)
         if self.postgresql:
-            result = await conn.execute(self._lock_partitions, {"scan": _SCAN, "space": table.name})
+            result = await conn.execute(
+                self._lock_partitions,
+                {"scan": _SCAN, "space": table.name, "partitions": self.partitions},
+            )
             owned = list(result.scalars())
             if not owned:
                 return []
