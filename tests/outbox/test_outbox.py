@@ -194,3 +194,45 @@ async def test_a_failed_attempt_records_nothing(engine: AsyncEngine, memory_url:
     assert len(attempts) == 2
     async with engine.connect() as conn:
         assert list((await conn.execute(select(effects.c.note))).scalars()) == ["n-2"]
+
+
+def test_outbox_channels_are_in_the_asyncapi_document(sqlite_url: str, memory_url: str) -> None:
+    engine = create_async_engine(sqlite_url, poolclass=NullPool)
+    router = StreamRouter(memory_url)
+    outbox = Outbox(router, engine)
+    outbox.publisher("order-created", title="An order was stored", description="Once per order")
+    app = FastAPI()
+    app.include_router(router)
+    with TestClient(app) as client:
+        document = client.get("/asyncapi.json").json()
+    sends = [op for op in document["operations"].values() if op["action"] == "send"]
+    assert [op["title"] for op in sends] == ["An order was stored"]
+    assert any(ch["address"] == "order-created" for ch in document["channels"].values())
+
+
+async def test_metrics_count_sent_rows_and_lag(engine: AsyncEngine, memory_url: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from fastapi_stream.outbox import PrometheusOutboxMetrics
+
+    registry = CollectorRegistry()
+    router = StreamRouter(memory_url)
+    outbox = Outbox(
+        router, engine, poll_interval=0.05, metrics=PrometheusOutboxMetrics(registry=registry)
+    )
+    got = received_on(router, "metered")
+    async with router.broker:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            for i in range(3):
+                await outbox.publish(session, i, "metered")
+        await eventually(lambda: len(got) == 3, "three messages")
+        await eventually(
+            lambda: registry.get_sample_value("fastapi_stream_outbox_lag_seconds") is not None,
+            "a lag sample",
+        )
+    sent = registry.get_sample_value(
+        "fastapi_stream_outbox_sent_messages_total", {"destination": "metered"}
+    )
+    assert sent == 3
+    lag = registry.get_sample_value("fastapi_stream_outbox_lag_seconds")
+    assert lag is not None and 0 <= lag < 5
