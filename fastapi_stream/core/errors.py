@@ -6,7 +6,9 @@ say what to change, payload errors say which field of which message was wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 __all__ = [
@@ -18,6 +20,9 @@ __all__ = [
     "RequestTimeout",
     "StreamError",
     "TransportError",
+    "client_error",
+    "client_errors",
+    "reason",
 ]
 
 
@@ -69,3 +74,50 @@ class PayloadError(StreamError):
             f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in self.errors
         )
         return f"{self.reason}: {fields}"
+
+
+def reason(exc: BaseException) -> str:
+    """``"KafkaTimeoutError: message"`` (the type alone where there is no message)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def client_error(
+    exc: BaseException,
+    what: str,
+    *,
+    broker: str,
+    timeout: float | None = None,
+    error: type[TransportError] = PublishError,
+) -> StreamError:
+    """Our error for ``exc``, which a broker client raised while doing ``what`` (``"the
+    publish to 'orders'"``): ours as it is (a ``TransportError`` becomes ``error``); a
+    timeout as ``error("{broker} did not confirm {what} within {timeout}s")``; else
+    ``error("{broker}: {what} failed: {reason}")``. Raise it ``from None``: a client's
+    exception may carry a URL with its password."""
+    if isinstance(exc, error) or (
+        isinstance(exc, StreamError) and not isinstance(exc, TransportError)
+    ):
+        return exc
+    if isinstance(exc, TimeoutError) and timeout is not None:
+        return error(f"{broker} did not confirm {what} within {timeout}s")
+    return error(f"{broker}: {what} failed: {reason(exc)}")
+
+
+@contextlib.asynccontextmanager
+async def client_errors(
+    what: str,
+    errors: tuple[type[BaseException], ...],
+    *,
+    broker: str,
+    timeout: float | None = None,
+    error: type[TransportError] = PublishError,
+) -> AsyncIterator[None]:
+    """Run the block within ``timeout`` seconds (``None``: no bound); a timeout or one of
+    the client's ``errors`` leaves it as :func:`client_error` says (a
+    :class:`PublishError` by default, ``error=TransportError`` for other operations)."""
+    caught: tuple[type[BaseException], ...] = (TimeoutError, *errors)
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except caught as exc:
+        raise client_error(exc, what, broker=broker, timeout=timeout, error=error) from None

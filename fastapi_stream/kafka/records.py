@@ -1,30 +1,26 @@
 """Kafka records and messages, both ways: the envelope headers that carry a message's
 metadata (named as FastStream names them, so both libraries read each other's records),
-and the one place where client errors become :class:`PublishError` / ``TransportError``.
+and bounded housekeeping on aiokafka's clients.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, cast
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaError
 
-from fastapi_stream.core.errors import PublishError, TransportError
+from fastapi_stream.core.errors import reason
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
-from fastapi_stream.kafka.offsets import HOUSEKEEPING_TIMEOUT, PartitionLedger, reason
+from fastapi_stream.kafka.offsets import HOUSEKEEPING_TIMEOUT, PartitionLedger
 
 __all__ = [
     "KafkaMessage",
     "message_key",
-    "client_errors",
     "incoming",
     "outgoing_headers",
-    "publish_errors",
     "quietly",
     "stop_client",
 ]
@@ -85,29 +81,6 @@ def outgoing_headers(message: OutgoingMessage) -> list[tuple[str, bytes]]:
     if message.reply_to:
         headers.append((REPLY_TO, message.reply_to.encode()))
     return headers
-
-
-@contextlib.contextmanager
-def publish_errors(what: str, timeout: float) -> Iterator[None]:
-    """Client errors (and a missing confirmation, within ``timeout``) raised inside the
-    block as :class:`PublishError` saying ``what`` failed. Messages name topics and
-    error types only, never the connection's credentials."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise PublishError(f"Kafka did not confirm {what} within {timeout}s") from exc
-    except (KafkaError, OSError) as exc:
-        raise PublishError(f"{what} failed: {reason(exc)}") from exc
-
-
-@contextlib.contextmanager
-def client_errors(what: str) -> Iterator[None]:
-    """Client errors raised inside the block as :class:`TransportError` saying ``what``
-    failed (topics and error types only, never credentials)."""
-    try:
-        yield
-    except (KafkaError, OSError) as exc:
-        raise TransportError(f"{what} failed: {reason(exc)}") from exc
 
 
 async def quietly(awaitable: Any) -> None:

@@ -4,8 +4,7 @@ One producer per transport (acks=all by default), an admin client for declaring 
 and answering pings, a consumer per subscription (:mod:`fastapi_stream.kafka.consumer`),
 and for requests a reply topic of the transport's own, read from its end without a group.
 A delivery's results go out together (``publish_many``): queued in the producer's batches,
-then confirmed together. Client errors become ``PublishError`` / ``TransportError`` in
-:mod:`fastapi_stream.kafka.records`.
+then confirmed together.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ from fastapi_stream.core.errors import (
     PublishError,
     RequestTimeout,
     TransportError,
+    client_errors,
+    reason,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.replies import Replies
@@ -40,21 +41,15 @@ from fastapi_stream.core.transport import (
 )
 from fastapi_stream.core.url import redact
 from fastapi_stream.kafka.consumer import FETCH_WAIT_MS, KafkaSubscription
-from fastapi_stream.kafka.offsets import reason
 from fastapi_stream.kafka.options import AutoOffsetReset, KafkaTopic, Sasl, security_settings
-from fastapi_stream.kafka.records import (
-    client_errors,
-    incoming,
-    outgoing_headers,
-    publish_errors,
-    quietly,
-    stop_client,
-)
+from fastapi_stream.kafka.records import incoming, outgoing_headers, quietly, stop_client
 from fastapi_stream.kafka.routing import KafkaRouting
 
 __all__ = ["KafkaRouting", "KafkaTransport"]
 
 logger = logging.getLogger("fastapi_stream.kafka")
+#: The client's errors, raised as PublishError or TransportError.
+_ERRORS = (KafkaError, OSError)
 #: Pause between failed reads of the reply topic (the client reconnects meanwhile).
 _REPLY_READ_BACKOFF = 1.0
 
@@ -315,7 +310,7 @@ class KafkaTransport(Transport):
             )
             for topic in topics
         ]
-        with client_errors("creating Kafka topics"):
+        async with client_errors("creating topics", _ERRORS, broker="Kafka", error=TransportError):
             response = await admin.create_topics(new)
         for error in getattr(response, "topic_errors", ()):
             name, code = error[0], error[1]
@@ -382,19 +377,22 @@ class KafkaTransport(Transport):
 
     async def publish(self, message: OutgoingMessage) -> None:
         producer = self._require_producer()
-        with publish_errors(f"a publish to {message.channel!r}", self.publish_timeout):
-            async with asyncio.timeout(self.publish_timeout):
-                await (await self._send(producer, message))
+        async with client_errors(
+            f"a publish to {message.channel!r}",
+            _ERRORS,
+            broker="Kafka",
+            timeout=self.publish_timeout,
+        ):
+            await (await self._send(producer, message))
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Queue every message (in order: they travel in the producer's batches), then
         wait for the broker to confirm them all; raise ``PublishError`` if one failed."""
         producer = self._require_producer()
         what = f"{len(messages)} publish(es) to {sorted({m.channel for m in messages})}"
-        with publish_errors(what, self.publish_timeout):
-            async with asyncio.timeout(self.publish_timeout):
-                sent = [await self._send(producer, message) for message in messages]
-                results = await asyncio.gather(*sent, return_exceptions=True)
+        async with client_errors(what, _ERRORS, broker="Kafka", timeout=self.publish_timeout):
+            sent = [await self._send(producer, message) for message in messages]
+            results = await asyncio.gather(*sent, return_exceptions=True)
         failed = [result for result in results if isinstance(result, BaseException)]
         if failed:
             raise PublishError(
@@ -475,7 +473,9 @@ class KafkaTransport(Transport):
             known_topics=await self._known_topics(),
             leave_lock=self._leave_lock or asyncio.Lock(),
         )
-        with client_errors(f"subscribing to {spec.channel}"):
+        async with client_errors(
+            f"subscribing to {spec.channel}", _ERRORS, broker="Kafka", error=TransportError
+        ):
             await subscription.start()
         self._consumers.append(subscription)
         return subscription

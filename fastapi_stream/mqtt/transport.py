@@ -20,7 +20,7 @@ import hashlib
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,6 +32,7 @@ from fastapi_stream.core.errors import (
     ConfigurationError,
     PublishError,
     TransportError,
+    client_errors,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.replies import Replies
@@ -191,19 +192,26 @@ class MqttTransport(Transport):
         except Exception:
             return False
 
-    @contextlib.asynccontextmanager
-    async def settling(self) -> AsyncIterator[None]:
+    def settling(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Bound a subscriber's acknowledgements like a publish."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                yield
-        except (TimeoutError, MQTTError, OSError) as exc:
-            raise TransportError(f"MQTT acknowledgement failed: {type(exc).__name__}") from exc
+        return self._client_errors("the acknowledgement", TransportError)
+
+    def _client_errors(
+        self, what: str, error: type[TransportError] = PublishError
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Bound ``what`` by ``publish_timeout`` and raise zmqtt's errors as ``error``."""
+        return client_errors(
+            what,
+            (MQTTError, OSError, TransportError),
+            broker=f"MQTT at {self.describe()}",
+            timeout=self.publish_timeout,
+            error=error,
+        )
 
     # -- publishing --------------------------------------------------------------------
 
     async def publish(self, message: OutgoingMessage) -> None:
-        async with self._publishing(f"the publish to {message.channel!r}"):
+        async with self._client_errors(f"the publish to {message.channel!r}"):
             await self._send(await self._publisher(), message)
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -211,7 +219,7 @@ class MqttTransport(Transport):
         if len(messages) == 1:
             await self.publish(messages[0])
             return
-        async with self._publishing(f"{len(messages)} publishes"):
+        async with self._client_errors(f"{len(messages)} publishes"):
             client = await self._publisher()
             sent = (self._send(client, message) for message in messages)
             for outcome in await asyncio.gather(*sent, return_exceptions=True):
@@ -228,25 +236,12 @@ class MqttTransport(Transport):
             properties=properties,
         )
 
-    @contextlib.asynccontextmanager
-    async def _publishing(self, what: str) -> AsyncIterator[None]:
-        """Bound a publish by ``publish_timeout`` and map errors to PublishError."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                yield
-        except TimeoutError:
-            raise PublishError(
-                f"MQTT at {self.describe()} did not confirm {what} within {self.publish_timeout}s"
-            ) from None
-        except (MQTTError, OSError, TransportError) as exc:
-            raise PublishError(f"{what} to MQTT failed: {type(exc).__name__}: {exc}") from exc
-
     async def request(self, message: OutgoingMessage, timeout: float) -> StreamMessage:
         """Publish with ``response_topic`` (in the envelope on 3.1.1) set to this
         transport's reply topic and wait for the reply with the request's correlation id."""
         if self._client is None:
             raise BrokerNotConnected(f"{self.describe()} is not connected; start the broker first")
-        async with self._publishing("the reply subscription"):
+        async with self._client_errors("the reply subscription"):
             await self._listen_for_replies()
         return await self._requests.request(message, self._inbox, timeout, self.publish)
 

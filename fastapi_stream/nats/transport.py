@@ -264,6 +264,7 @@ class NatsTransport(Transport):
         nc = self.client
         stream = options.get("stream") or self._stream_for(message.channel)
         headers = outgoing_headers(message, jetstream=stream is not None)
+        timeout = options.get("timeout", self.publish_timeout)
         try:
             if stream is None:
                 await nc.publish(
@@ -273,12 +274,12 @@ class NatsTransport(Transport):
             await self.js.publish(
                 message.channel,
                 message.body,
-                timeout=options.get("timeout", self.publish_timeout),
+                timeout=timeout,
                 stream=options.get("stream"),  # the server checks the subject is that stream's
                 headers=headers,
             )
         except Exception as exc:
-            raise nats_error(exc, "publishing", channel=message.channel) from None
+            raise nats_error(exc, "publishing", channel=message.channel, timeout=timeout) from None
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Core publishes go out one after the other (the client only buffers them);

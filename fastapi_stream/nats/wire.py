@@ -17,7 +17,13 @@ from nats import errors as nats_errors
 from nats.aio.msg import Msg
 from nats.js.errors import NoStreamResponseError
 
-from fastapi_stream.core.errors import BrokerNotConnected, PublishError, StreamError, TransportError
+from fastapi_stream.core.errors import (
+    BrokerNotConnected,
+    PublishError,
+    StreamError,
+    TransportError,
+    client_error,
+)
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.transport import Routing, SubscriptionSpec
 from fastapi_stream.nats.options import JStream
@@ -177,9 +183,11 @@ def is_pub_ack(msg: Msg) -> bool:
 # -- errors ------------------------------------------------------------------------------
 
 
-def nats_error(exc: BaseException, doing: str, *, channel: str | None = None) -> StreamError:
+def nats_error(
+    exc: BaseException, doing: str, *, channel: str | None = None, timeout: float | None = None
+) -> StreamError:
     """The fastapi_stream error for ``exc``, raised by nats-py while ``doing`` something
-    (publishing when ``channel`` is given). nats-py's messages carry no credentials."""
+    (publishing to ``channel`` when given, confirmed within ``timeout`` on JetStream)."""
     if isinstance(exc, StreamError):
         return exc
     if isinstance(exc, nats_errors.ConnectionClosedError | nats_errors.StaleConnectionError):
@@ -188,9 +196,4 @@ def nats_error(exc: BaseException, doing: str, *, channel: str | None = None) ->
         return TransportError(f"NATS failed {doing}: {exc or type(exc).__name__}")
     if isinstance(exc, NoStreamResponseError):
         return PublishError(f"no JetStream stream takes subject {channel!r}")
-    if isinstance(exc, TimeoutError):
-        return PublishError(
-            f"JetStream did not confirm the message to {channel!r} in time; it may still "
-            "have been stored"
-        )
-    return PublishError(f"NATS refused the message to {channel!r}: {exc or type(exc).__name__}")
+    return client_error(exc, f"the publish to {channel!r}", broker="NATS", timeout=timeout)

@@ -27,7 +27,7 @@ from aio_pika import IncomingMessage
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
-from fastapi_stream.core.errors import TransportError
+from fastapi_stream.core.errors import TransportError, reason
 from fastapi_stream.core.message import StreamMessage
 from fastapi_stream.core.transport import Subscription
 
@@ -52,10 +52,6 @@ def text_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
         elif not isinstance(value, list | tuple | dict):
             text[key] = str(value)
     return text
-
-
-def reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class RabbitMessage(StreamMessage):

@@ -36,6 +36,8 @@ from fastapi_stream.core.errors import (
     PublishError,
     StreamError,
     TransportError,
+    client_error,
+    reason,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.replies import Replies
@@ -55,7 +57,6 @@ from fastapi_stream.rabbit.subscription import (
     HOUSEKEEPING_TIMEOUT,
     RabbitMessage,
     RabbitSubscription,
-    reason,
     text_headers,
 )
 
@@ -81,21 +82,19 @@ class _Outgoing(NamedTuple):
 
 
 def _client_error(
-    exc: BaseException, doing: str, *, publishing: bool = False, timeout: float = 0.0
+    exc: BaseException, doing: str, *, publishing: bool = False, timeout: float | None = None
 ) -> StreamError:
-    """The one place where the client's exceptions become ours. Raise the result ``from
-    None``: a client exception may carry the URL with its password."""
-    if isinstance(exc, StreamError):
-        return exc
+    """The client's exceptions as ours; raise the result ``from None``: a client exception
+    may carry the URL with its password."""
     if not publishing:
+        if isinstance(exc, StreamError):
+            return exc
         if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
             # Declared before with other arguments: retrying cannot help.
             return ConfigurationError(
                 f"{doing}: {reason(exc)} (declare it as it is, or delete it first)"
             )
         return TransportError(f"{doing}: {reason(exc)}")
-    if isinstance(exc, TimeoutError):
-        return PublishError(f"RabbitMQ did not confirm the message to {doing} within {timeout}s")
     if isinstance(exc, aiormq.exceptions.PublishError):
         return PublishError(
             f"no queue is bound for {doing}: RabbitMQ returned the message (mandatory "
@@ -103,7 +102,7 @@ def _client_error(
         )
     if isinstance(exc, aiormq.exceptions.DeliveryError):
         return PublishError(f"RabbitMQ refused the message to {doing} (basic.nack)")
-    return PublishError(f"publishing to {doing} failed: {reason(exc)}")
+    return client_error(exc, f"the publish to {doing}", broker="RabbitMQ", timeout=timeout)
 
 
 class RabbitTransport(Transport):

@@ -24,7 +24,12 @@ from redis.exceptions import RedisError
 
 from fastapi_stream.core import envelope
 from fastapi_stream.core.channel import ChannelPattern
-from fastapi_stream.core.errors import BrokerNotConnected, PublishError, TransportError
+from fastapi_stream.core.errors import (
+    BrokerNotConnected,
+    PublishError,
+    TransportError,
+    client_errors,
+)
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
@@ -176,11 +181,20 @@ class RedisTransport(Transport):
 
     async def settling(self, command: Awaitable[_T]) -> _T:
         """Run a settle or redeliver command, bounded like a publish."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                return await command
-        except (TimeoutError, RedisError, OSError) as exc:
-            raise TransportError(f"Redis settlement failed: {type(exc).__name__}: {exc}") from exc
+        async with self._client_errors("the settlement", TransportError):
+            return await command
+
+    def _client_errors(
+        self, what: str, error: type[TransportError] = PublishError
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Bound ``what`` by ``publish_timeout`` and raise redis-py's errors as ``error``."""
+        return client_errors(
+            what,
+            (RedisError, OSError),
+            broker=f"Redis at {self.describe()}",
+            timeout=self.publish_timeout,
+            error=error,
+        )
 
     # -- messages ----------------------------------------------------------------------
 
@@ -212,31 +226,18 @@ class RedisTransport(Transport):
 
     async def publish(self, message: OutgoingMessage) -> None:
         kind = self._publish_kind(message)
-        async with self._publishing(f"the publish to {kind} {message.channel!r}"):
+        async with self._client_errors(f"the publish to {kind} {message.channel!r}"):
             await _command(self.client, kind, message)
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish ``messages`` in one pipeline (one round trip)."""
         async with (
-            self._publishing(f"{len(messages)} publish(es)"),
+            self._client_errors(f"{len(messages)} publish(es)"),
             self.client.pipeline(transaction=False) as pipe,
         ):
             for message in messages:
                 _command(pipe, self._publish_kind(message), message)
             await pipe.execute()
-
-    @contextlib.asynccontextmanager
-    async def _publishing(self, what: str) -> AsyncIterator[None]:
-        """Bound a publish by ``publish_timeout`` and map Redis's errors to PublishError."""
-        try:
-            async with asyncio.timeout(self.publish_timeout):
-                yield
-        except TimeoutError:
-            raise PublishError(
-                f"Redis at {self.describe()} did not confirm {what} within {self.publish_timeout}s"
-            ) from None
-        except (RedisError, OSError) as exc:
-            raise PublishError(f"{what} to Redis failed: {type(exc).__name__}: {exc}") from exc
 
     async def request(self, message: OutgoingMessage, timeout: float) -> StreamMessage:
         if self._client is None:
