@@ -2,30 +2,33 @@
 a core subscription (at-most-once, nothing to settle), a JetStream push or pull consumer
 (acks, naks and terms go to the server) or a key-value watch.
 
-A push source's callback only buffers (nats-py cancels a callback task on unsubscribe, and
-must never cancel a handler that way); ``fetch`` drains the buffer. nats-py reconnects by
-itself and renews core subscriptions; what the server may have lost (a memory stream, a
-consumer) is set up again by the next ``fetch`` after a reconnect or a failed fetch.
+A source's callback only buffers (nats-py cancels a callback task on unsubscribe, and
+must never cancel a handler that way); ``fetch`` drains the buffer, and on a pull consumer
+sends the pull requests that fill it. nats-py reconnects by itself and renews core
+subscriptions; what the server may have lost (a memory stream, a consumer, an open pull
+request) is set up again by the next ``fetch`` after a reconnect or a failed fetch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as ClientSubscription
-from nats.js import JetStreamContext, api
+from nats.js import api
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.errors import ConfigurationError, TransportError
 from fastapi_stream.core.message import StreamMessage
 from fastapi_stream.core.transport import Subscription, SubscriptionSpec
 from fastapi_stream.nats.options import JStream, KvWatch, PullSub
@@ -52,6 +55,11 @@ _BUFFER = 65_536
 _IDLE = 1.0
 _ACK, _NAK, _TERM, _WPI = b"+ACK", b"-NAK", b"+TERM", b"+WPI"
 _ACK_WAIT = 30.0  # JetStream's default
+#: Status codes on a pull request's inbox: a heartbeat, and the ends that are no error
+#: (no messages, expired).
+_HEARTBEAT, _REQUEST_OVER = "100", ("404", "408")
+#: How long past its expiry a pull request counts as open, waiting for the server's 408.
+_GRACE = 1.0
 
 
 class NatsSubscription(Subscription):
@@ -160,7 +168,15 @@ class NatsSubscription(Subscription):
 
 
 class JetStreamSubscription(NatsSubscription):
-    """A JetStream consumer: push (fed by its deliver subject) or pull (``fetch``)."""
+    """A JetStream consumer: push (fed by its deliver subject) or pull (fed by the pull
+    requests ``fetch`` sends).
+
+    Either way the messages arrive in a buffer, and a fetch returns what is there as soon
+    as something is: a pull request asks for up to a batch, and stays open on the server
+    for the rest while the core handles what came. (nats-py's ``fetch`` waits until the
+    batch is full or the request expires: when the consumer's ``max_ack_pending`` is shared
+    by several replicas, each held a part of it and waited for the rest, which came only
+    when the server redelivered the others' after ``ack_wait``.)"""
 
     def __init__(self, transport: NatsTransport, spec: SubscriptionSpec) -> None:
         super().__init__(transport, spec)
@@ -174,9 +190,19 @@ class JetStreamSubscription(NatsSubscription):
             durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{spec.group}_{self.subject}")
         pull = options.get("pull")
         self.pull = pull if isinstance(pull, PullSub) else PullSub() if pull else None
-        self.psub: JetStreamContext.PullSubscription | None = None
-        #: Fetched and not settled yet (a dict keeps their order), handed back at close.
+        #: Delivered and not settled yet, buffered or in the core's hands (a dict keeps
+        #: their order): kept in progress, handed back at close.
         self.unsettled: dict[StreamMessage, None] = {}
+        #: Delivered, not fetched yet.
+        self.buffer: deque[NatsMessage] = deque()
+        self._arrived = asyncio.Event()
+        # The open pull request: how many messages it may still bring, until when, and
+        # why the server ended the last one, when it refused it.
+        self._asked = 0
+        self._asked_until = 0.0
+        self._refused: str | None = None
+        self._next = ""  # the subject pull requests go to
+        self._inbox = ""  # where their messages come
         policy = options.get("deliver_policy")
         self.config = api.ConsumerConfig(
             durable_name=durable,
@@ -231,7 +257,9 @@ class JetStreamSubscription(NatsSubscription):
         info = await self._consumer()
         self.keepalive_interval = (info.config.ack_wait or _ACK_WAIT) / 3
         if self.pull is not None:
-            self.psub = await self.transport.js.pull_subscribe_bind(info.name, stream=self.stream)
+            self._next = f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{info.name}"
+            self._inbox = self.transport.client.new_inbox()
+            await self._subscribe(self._inbox, None)
             return
         # An existing durable keeps its deliver subject and group: join them.
         self.config.deliver_subject = info.config.deliver_subject
@@ -240,30 +268,65 @@ class JetStreamSubscription(NatsSubscription):
         await self._subscribe(info.config.deliver_subject, info.config.deliver_group)
 
     async def reopen(self) -> None:
-        # The subscription (to the deliver subject, or for fetch replies) outlives a
-        # reconnect; the stream and the consumer may not.
+        # The subscription (to the deliver subject, or for pull replies) outlives a
+        # reconnect; the stream, the consumer and an open pull request may not.
+        self._asked, self._refused = 0, None
         await self._consumer(again=True)
 
+    async def _receive(self, msg: Msg) -> None:
+        if is_status(msg):
+            status = msg.headers.get("Status") if msg.headers else None
+            if self.pull is not None and status != _HEARTBEAT:
+                # The pull request is over: expired (408), or refused (409: the consumer
+                # deleted, too many waiting requests...).
+                self._asked = 0
+                if status not in _REQUEST_OVER:
+                    assert msg.headers is not None
+                    self._refused = f"{status} {msg.headers.get('Description', '')}".strip()
+                self._arrived.set()
+            return
+        try:
+            message = NatsMessage(msg)
+        except Exception:
+            logger.warning("%r: ignored a message that is no JetStream delivery", self)
+            return
+        self.unsettled[message] = None
+        self.buffer.append(message)
+        self._asked -= 1
+        self._arrived.set()
+
     async def _take(self, limit: int) -> Sequence[StreamMessage]:
-        if self.psub is None:
+        if self.pull is None:
             # Half the consumer's window (max_ack_pending, the prefetch) at a time: the
             # server sends the next messages while the core handles these.
-            return await super()._take(max(limit // 2, 1))
-        assert self.pull is not None
-        # One fetch request per call: after a reconnect the next fetch asks again, so
-        # consuming resumes where nats.py#504 stalls.
-        try:
-            msgs = await self.psub.fetch(
-                min(self.pull.batch_size or limit, limit), self.pull.timeout
-            )
-        except TimeoutError:
-            return ()
-        return [self._message(msg) for msg in msgs]
+            limit, wait = max(limit // 2, 1), _IDLE
+        else:
+            # One pull request open at a time; after a reconnect the next fetch asks
+            # again, so consuming resumes where nats.py#504 stalls.
+            if self._asked <= 0 or time.monotonic() >= self._asked_until:
+                await self._ask(min(self.pull.batch_size or limit, limit))
+            wait = min(self._asked_until - time.monotonic(), self.pull.timeout)
+        buffer = self.buffer
+        if not buffer:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await self._arrived.wait()
+        if not buffer and self._refused is not None:
+            refused, self._refused = self._refused, None
+            raise TransportError(f"JetStream refused the pull request: {refused}")
+        return [buffer.popleft() for _ in range(min(limit, len(buffer)))]
 
-    def _message(self, msg: Msg) -> StreamMessage:
-        message = NatsMessage(msg)
-        self.unsettled[message] = None
-        return message
+    async def _ask(self, batch: int) -> None:
+        """Send a pull request for up to ``batch`` messages, open for the pull timeout."""
+        assert self.pull is not None
+        timeout = self.pull.timeout
+        request = {"batch": batch, "expires": int(timeout * 1e9)}
+        await self.transport.client.publish(
+            self._next, json.dumps(request).encode(), reply=self._inbox
+        )
+        # Ended by the server's 408 at expiry; the grace covers a 408 never received.
+        self._asked, self._asked_until = batch, time.monotonic() + timeout + _GRACE
 
     async def settle(
         self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
@@ -277,8 +340,9 @@ class JetStreamSubscription(NatsSubscription):
         await self._reply(messages, _NAK, "handing messages back")
 
     async def keepalive(self) -> None:
-        """Every third of the ack wait: what this subscriber holds (in a handler, or for a
-        retry's backoff) is in progress, so JetStream does not deliver it again meanwhile."""
+        """Every third of the ack wait: what this subscriber holds (buffered, in a handler,
+        or for a retry's backoff) is in progress, so JetStream does not deliver it again
+        meanwhile."""
         await self._reply(list(self.unsettled), _WPI, "holding messages", settles=False)
 
     async def _reply(
@@ -296,23 +360,15 @@ class JetStreamSubscription(NatsSubscription):
         except Exception as exc:
             raise nats_error(exc, doing) from None
 
-    async def _stop_source(self) -> None:
-        if self.psub is not None:
-            psub, self.psub = self.psub, None
-            await psub.unsubscribe()
-        await super()._stop_source()
-
     async def _hand_back(self) -> None:
-        """Unsettled (fetched, buffered, or waiting for a delayed redelivery): back to
+        """Unsettled (buffered, fetched, or waiting for a delayed redelivery): back to
         JetStream now, instead of after its ack wait."""
-        pending = [message.raw_message for message in self.unsettled]
+        pending = list(self.unsettled)
         self.unsettled.clear()
-        while not self.queue.empty():
-            pending.append(self.queue.get_nowait())
+        self.buffer.clear()
         client = self.transport.client
-        for msg in pending:
-            if msg.reply and not is_status(msg):
-                await client.publish(msg.reply, _NAK)
+        for message in pending:
+            await client.publish(message.raw_message.reply, _NAK)
         async with asyncio.timeout(self.transport.publish_timeout):
             await client.flush()
 

@@ -322,6 +322,93 @@ async def test_pull_consumer_delivers_fetched_batches() -> None:
     assert max(map(len, batches)) > 1, batches
 
 
+async def test_a_pull_fetch_returns_what_came_without_waiting_for_a_full_batch() -> None:
+    """A pull request stays open for the rest of its batch, but the fetch returns what
+    came as soon as it came."""
+    subject = f"{name()}.trickle"
+    stream = memory_stream([subject])
+    transport = NatsTransport(URL, stream=stream)
+
+    async def deliver(messages: Sequence[StreamMessage]) -> None:
+        raise AssertionError("a NATS subscription is fetched from, it never delivers")
+
+    await transport.connect()
+    try:
+        spec = SubscriptionSpec(
+            ChannelPattern.parse(subject),
+            prefetch=10,
+            options={"durable": name("d"), "pull": PullSub(timeout=3.0)},
+        )
+        subscription = await transport.subscribe(spec, deliver)
+        loop = asyncio.get_running_loop()
+
+        async def publish() -> None:
+            await asyncio.sleep(0.2)  # after the pull request was sent, on an empty stream
+            for n in range(3):
+                await transport.js.publish(subject, str(n).encode())
+
+        publishing = asyncio.create_task(publish())
+        started = loop.time()
+        messages = await subscription.fetch(spec.prefetch)
+        waited = loop.time() - started
+        await publishing
+        assert messages and waited < 1.5, (len(messages), waited)
+        await subscription.settle(messages, ())
+        await subscription.close()
+    finally:
+        await transport.close()
+
+
+async def test_pull_replicas_sharing_max_ack_pending_get_each_message_once() -> None:
+    """Two subscribers of one pull durable share its ``max_ack_pending`` (the prefetch):
+    each gets a part of a batch and must go on with it. When a fetch waited for a full
+    batch, each replica held some of the window until the server redelivered the other's
+    part after ``ack_wait``: deliveries twice, a few messages per ``ack_wait`` (fault case
+    F11 on JetStream)."""
+    subject = f"{name()}.shared"
+    stream = memory_stream([subject])
+    transport = NatsTransport(URL, stream=stream)
+    total = 60
+    attempts: dict[int, list[int | None]] = {}
+
+    async def deliver(messages: Sequence[StreamMessage]) -> None:
+        raise AssertionError("a NATS subscription is fetched from, it never delivers")
+
+    await transport.connect()
+    try:
+        spec = SubscriptionSpec(
+            ChannelPattern.parse(subject),
+            prefetch=10,
+            options={"durable": name("d"), "pull": PullSub(timeout=5.0), "ack_wait": 2.0},
+        )
+        replicas = [await transport.subscribe(spec, deliver) for _ in range(2)]
+
+        async def consume(subscription: NatsSubscription) -> None:
+            while True:  # what the core's consume loop does, with a 2 ms handler
+                for message in (messages := await subscription.fetch(spec.prefetch)):
+                    await asyncio.sleep(0.002)
+                    attempts.setdefault(message.decode(), []).append(message.delivery_attempt)
+                await subscription.settle(messages, ())
+
+        consumers = [asyncio.create_task(consume(replica)) for replica in replicas]
+        try:
+            for n in range(total):
+                await transport.js.publish(subject, str(n).encode())
+                await asyncio.sleep(0.005)
+            await eventually(lambda: len(attempts) == total, f"{total} messages", timeout=4.0)
+            await asyncio.sleep(0.5)  # a redelivery, if any, comes in this time
+        finally:
+            for consumer in consumers:
+                consumer.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+            for replica in replicas:
+                await replica.close()
+    finally:
+        await transport.close()
+    again = {n: seen for n, seen in attempts.items() if seen != [1]}
+    assert not again, f"delivered more than once: {again}"
+
+
 async def test_nak_redelivers_then_dead_letters_with_the_servers_count() -> None:
     subject = f"{name()}.charges"
     dead_subject = f"{subject}.dead"
