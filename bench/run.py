@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from bench import footprint, kafka, memory, mqtt, nats, rabbit, redis
+from bench import footprint, kafka, memory, mqtt, nats, outbox, rabbit, redis
 from bench.harness import Workload, report, run
 
 RESULTS = Path(__file__).parent / "results" / "latest"
@@ -38,6 +38,7 @@ def main() -> None:
         *rabbit.workloads(),
         *kafka.workloads(),
         *mqtt.workloads(),
+        *outbox.workloads(),
     ]
     if args.only:
         workloads = [w for w in workloads if args.only.lower() in w.broker.lower()]
