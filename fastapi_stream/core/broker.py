@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.datastructures import State
 
-from fastapi_stream.core import codec, outbox
+from fastapi_stream.core import codec, results
 from fastapi_stream.core.backoff import Backoff, Reconnecting
 from fastapi_stream.core.errors import ConfigurationError, PublishError, TransportError
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage, new_message_id
@@ -365,7 +365,7 @@ class StreamBroker:
 
     async def _transport_publish(self, message: OutgoingMessage) -> None:
         # A handler's result waits for the end of its delivery, to go out with the others.
-        if outbox.defer(self, message):
+        if results.defer(self, message):
             return
         if not self._connected and self._connecting is not None:
             raise PublishError(

@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastapi_stream.core import outbox
 from fastapi_stream.core.backoff import Reconnecting
 from fastapi_stream.core.message import Settlement, StreamMessage
 from fastapi_stream.core.transport import Subscription
@@ -52,61 +51,72 @@ class _Job:
     the broker together at its end. Lists are made only when needed: on the test broker
     this runs for every message."""
 
-    __slots__ = ("again", "done", "loop", "owner", "results")
+    __slots__ = ("acked", "again", "loop", "owner", "rejected", "results")
 
     def __init__(self, loop: ConsumeLoop, messages: Sequence[StreamMessage]) -> None:
         self.loop = loop
         self.owner = loop.broker
         self.results: list[Any] | None = None
-        self.done: list[StreamMessage] | None = None  # acked or rejected
+        self.acked: list[StreamMessage] | None = None
+        self.rejected: list[StreamMessage] | None = None
         self.again: list[StreamMessage] | None = None  # nacked, to redeliver now
         for message in messages:
             message._settler = self
 
-    async def settled(self, message: StreamMessage, delay: float) -> None:
-        settlement = message.settlement
-        if settlement is Settlement.NACK:
-            if delay > 0:
-                self.loop.redeliver_later(message, delay)
-            elif self.again is None:
-                self.again = [message]
+    def settled(self, message: StreamMessage, delay: float) -> Awaitable[None] | None:
+        settlement = message._settlement
+        if settlement is Settlement.ACK:
+            if self.loop.eager_acks:
+                return self.loop.settle((message,), ())  # at-most-once: before the handler
+            if self.acked is None:
+                self.acked = [message]
             else:
-                self.again.append(message)
-        elif settlement is Settlement.ACK and self.loop.eager_acks:
-            await self.loop.settle((message,), ())  # at-most-once: before the handler
-        elif self.done is None:
-            self.done = [message]
+                self.acked.append(message)
+        elif settlement is Settlement.REJECT:
+            if self.rejected is None:
+                self.rejected = [message]
+            else:
+                self.rejected.append(message)
+        elif delay > 0:
+            self.loop.redeliver_later(message, delay)
+        elif self.again is None:
+            self.again = [message]
         else:
-            self.done.append(message)
+            self.again.append(message)
+        return None
+
+    def keep_result(self, owner: object, item: Any) -> bool:
+        if owner is not self.owner:
+            return False
+        if self.results is None:
+            self.results = [item]
+        else:
+            self.results.append(item)
+        return True
 
     async def finish(self) -> None:
-        results, done, again = self.results, self.done, self.again
+        results, acked, rejected, again = self.results, self.acked, self.rejected, self.again
         # Taken out of the job: a message points to its job, and no cycle must keep them.
-        self.results = self.done = self.again = None
+        self.results = self.acked = self.rejected = self.again = None
         loop = self.loop
         if results:
             try:
                 await loop.broker.transport.publish_many(results)
             except Exception as exc:
-                acked = [m for m in done or () if m.settlement is Settlement.ACK]
                 loop.log.warning(
                     "subscriber %s: %d result(s) not published (%s); the %d message(s) they "
                     "answer are handled again in %.0fs",
                     loop.name,
                     len(results),
                     exc,
-                    len(acked),
+                    len(acked or ()),
                     RESULTS_RETRY_DELAY,
                 )
-                for message in acked:
+                for message in acked or ():
                     loop.redeliver_later(message, RESULTS_RETRY_DELAY)
-                done = [m for m in done or () if m.settlement is not Settlement.ACK]
-        if done:
-            acked = [m for m in done if m.settlement is Settlement.ACK]
-            if len(acked) == len(done):
-                await loop.settle(done, ())
-            else:
-                await loop.settle(acked, [m for m in done if m.settlement is not Settlement.ACK])
+                acked = None
+        if acked or rejected:
+            await loop.settle(acked or (), rejected or ())
         if again:
             await loop.redeliver(again)
 
@@ -134,8 +144,12 @@ class ConsumeLoop:
         self._fetching = False  # waiting for the broker: the one place stop may cancel
         self._task: asyncio.Task[None] | None = None
         self._slots = (
-            asyncio.Semaphore(subscriber.max_workers) if subscriber.max_workers > 1 else None
+            asyncio.Semaphore(subscriber.max_workers)
+            if subscriber.max_workers > 1 and not self.batch
+            else None
         )
+        #: How a delivery handled inline runs: one batch-handler call, or message by message.
+        self._run_delivery = subscriber.process_batch if self.batch else self._process_all
         self._active: set[asyncio.Future[Any]] = set()
         # Messages nacked with a delay: (due, order, message), handed back when due.
         self._later: list[tuple[float, int, StreamMessage]] = []
@@ -225,17 +239,18 @@ class ConsumeLoop:
         """Handle ``messages`` now: the entry point of a broker inside the process that
         delivers as it publishes (the test broker's inline engine). Errors reach the
         caller when the broker raises them."""
-        await self.handle(messages, raise_errors=self.broker.raise_errors)
+        if self._slots is None:
+            await self._inline(messages, self._run_delivery, self.broker.raise_errors)
+        else:
+            await self.handle(messages, raise_errors=self.broker.raise_errors)
 
     async def handle(
         self, messages: Sequence[StreamMessage], *, raise_errors: bool = False
     ) -> None:
         """Run ``messages`` through the subscriber: as one batch, one after the other, or
         each in a worker when the subscriber has ``max_workers`` > 1."""
-        if self.batch:
-            await self._inline(messages, self.subscriber.process_batch, raise_errors)
-        elif self._slots is None:
-            await self._inline(messages, self._process_all, raise_errors)
+        if self._slots is None:
+            await self._inline(messages, self._run_delivery, raise_errors)
         else:
             for message in messages:
                 await self._slots.acquire()
@@ -251,7 +266,7 @@ class ConsumeLoop:
             if self.stopping:
                 return  # not reached: unsettled, so the broker delivers it again
             await process(message)
-            if ordered and message.settlement is Settlement.NACK:
+            if ordered and message._settlement is Settlement.NACK:
                 for later in messages[index + 1 :]:
                     await later.nack()  # back unhandled, behind the nacked one: in order
                 return
@@ -267,11 +282,12 @@ class ConsumeLoop:
             await self._job(messages, run, raise_errors)
             return
         assert task is not None
-        self._enter(task)
+        active = self._active  # a publisher's task (inline engine): stop waits for it too
+        active.add(task)
         try:
             await self._job(messages, run, raise_errors)
         finally:
-            self._leave(task)
+            active.discard(task)
 
     async def _work(self, message: StreamMessage) -> None:
         assert self._slots is not None
@@ -288,7 +304,6 @@ class ConsumeLoop:
     ) -> None:
         job = _Job(self, messages)
         error: Exception | None = None
-        token = outbox.open_outbox(job)
         try:
             await run(messages)
         except Exception as exc:
@@ -296,8 +311,6 @@ class ConsumeLoop:
                 error = exc
             else:
                 self.log.exception("subscriber %s: handling a delivery failed", self.name)
-        finally:
-            outbox.close_outbox(token)
         await job.finish()
         for message in messages:
             message._settler = None  # a message a test mock keeps must not keep its job
@@ -306,14 +319,8 @@ class ConsumeLoop:
 
     def _spawn(self, work: Awaitable[None]) -> None:
         worker = asyncio.ensure_future(work)
-        self._enter(worker)
-        worker.add_done_callback(self._leave)
-
-    def _enter(self, task: asyncio.Future[Any]) -> None:
-        self._active.add(task)
-
-    def _leave(self, task: asyncio.Future[Any]) -> None:
-        self._active.discard(task)
+        self._active.add(worker)
+        worker.add_done_callback(self._active.discard)
 
     # -- settling ----------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeAlias, TypeVar
+
+from fastapi_stream.core import codec
 
 if TYPE_CHECKING:
     from unittest.mock import MagicMock
@@ -14,26 +16,41 @@ if TYPE_CHECKING:
     from fastapi_stream.core.publisher import Publisher
     from fastapi_stream.core.subscriber import Subscriber
 
-__all__ = ["CallRecorder", "Endpoint"]
+__all__ = ["Call", "CallRecorder", "Endpoint"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: What a test broker records of a handled or published message: its body and content
+#: type (decoded only when a test reads the mock), or a list of them for a batch.
+Call: TypeAlias = tuple[bytes, str | None] | list[tuple[bytes, str | None]]
+
+
+def _decoded(body: bytes, content_type: str | None) -> Any:
+    """The body as a test mock shows it: decoded, or the bytes if they do not decode."""
+    try:
+        return codec.decode(body, content_type)
+    except ValueError:
+        return body
+
 
 class CallRecorder:
-    """A ``MagicMock`` fed lazily: calls wait as thunks and are replayed into the mock when
-    a test reads it, so a test broker spends nothing on decoding and mock bookkeeping
-    until someone looks (a ``MagicMock`` call costs more than the whole pipeline)."""
+    """A ``MagicMock`` fed lazily: calls wait as raw bodies and are replayed into the mock
+    when a test reads it, so a test broker spends nothing on decoding and mock bookkeeping
+    until someone looks (a ``MagicMock`` call costs more than the whole pipeline).
+
+    A waiting call is a tuple of bytes and a string, which the garbage collector does not
+    track: a test that publishes many messages does not make every collection slower."""
 
     __slots__ = ("_mock", "_name", "_pending")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._mock: MagicMock | None = None  # made when first read: unittest is slow to import
-        self._pending: list[Callable[[], Any]] = []
+        self._pending: list[Call] = []
 
-    def record(self, thunk: Callable[[], Any]) -> None:
-        self._pending.append(thunk)
+    def record(self, call: Call) -> None:
+        self._pending.append(call)
 
     @property
     def mock(self) -> MagicMock:
@@ -43,8 +60,11 @@ class CallRecorder:
             self._mock = MagicMock(name=self._name)
         if self._pending:
             pending, self._pending = self._pending, []
-            for thunk in pending:
-                self._mock(thunk())
+            for call in pending:
+                if isinstance(call, tuple):
+                    self._mock(_decoded(*call))
+                else:
+                    self._mock([_decoded(*item) for item in call])
         return self._mock
 
     def reset(self) -> None:
@@ -81,12 +101,12 @@ class Endpoint(Generic[P, R]):
         """Called with the decoded body of each message handled under a test broker."""
         return self._recorder.mock
 
-    def record_call(self, decoded_body: Callable[[], Any] | None = None) -> None:
+    def record_call(self, call: Call | None = None) -> None:
         """Called by the subscriber after each processed message; under a test broker
-        with a thunk giving the decoded body for ``mock``."""
+        with the body (or bodies) that ``mock`` shows decoded."""
         self._calls += 1
-        if decoded_body is not None:
-            self._recorder.record(decoded_body)
+        if call is not None:
+            self._recorder.record(call)
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for count, waiter in waiters:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -33,12 +33,18 @@ class Settlement(enum.Enum):
 
 
 class Settler(Protocol):
-    """Where a message's settlement goes: the core's consume loop, which collects them and
-    hands them to the transport in bulk."""
+    """The delivery a message came in, as the core's consume loop keeps it: it collects
+    the settlements of its messages and the results their handlers publish, and hands
+    them to the transport in bulk at its end."""
 
-    async def settled(self, message: StreamMessage, delay: float) -> None:
+    def settled(self, message: StreamMessage, delay: float) -> Awaitable[None] | None:
         """``message`` was just settled (``message.settlement``); ``delay`` is the wait
-        before redelivery asked for by a nack."""
+        before redelivery asked for by a nack. Returns what to await when the settlement
+        goes to the broker at once (an ack before the handler, ``ACK_FIRST``)."""
+
+    def keep_result(self, owner: object, item: Any) -> bool:
+        """Keep ``item``, a handler's result published through the broker ``owner``, to
+        send with the delivery's others; ``False`` when ``owner`` is another broker."""
 
 
 class StreamMessage:
@@ -129,23 +135,26 @@ class StreamMessage:
         """Mark the message processed."""
         if self._settlement is None:
             self._settlement = Settlement.ACK
-            if self._settler is not None:
-                await self._settler.settled(self, 0.0)
+            settler = self._settler
+            if settler is not None and (pending := settler.settled(self, 0.0)) is not None:
+                await pending
 
     async def nack(self, delay: float = 0.0) -> None:
         """Hand the message back to the broker for another delivery, after ``delay``
         seconds (the core keeps the message meanwhile; the consumer goes on)."""
         if self._settlement is None:
             self._settlement = Settlement.NACK
-            if self._settler is not None:
-                await self._settler.settled(self, delay)
+            settler = self._settler
+            if settler is not None and (pending := settler.settled(self, delay)) is not None:
+                await pending
 
     async def reject(self) -> None:
         """Refuse the message for good: the broker drops it or moves it to its dead letters."""
         if self._settlement is None:
             self._settlement = Settlement.REJECT
-            if self._settler is not None:
-                await self._settler.settled(self, 0.0)
+            settler = self._settler
+            if settler is not None and (pending := settler.settled(self, 0.0)) is not None:
+                await pending
 
 
 @dataclass(slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from fastapi_stream.core import codec
 from fastapi_stream.core.endpoint import CallRecorder, Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 
@@ -113,5 +112,5 @@ class Publisher:
             options={**self.options, **options} if options else self.options,
         )
         if self.broker.testing:
-            self._recorder.record(lambda: codec.decode(outgoing.body, outgoing.content_type))
+            self._recorder.record((outgoing.body, outgoing.content_type))
         await self.broker.send(outgoing)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import params
 
-from fastapi_stream.core import codec, outbox
+from fastapi_stream.core import codec, results
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.consume import ConsumeLoop
 from fastapi_stream.core.endpoint import Endpoint
@@ -45,14 +45,6 @@ __all__ = ["Subscriber"]
 _ATTEMPT_MEMORY = 10_000
 #: Longest exception text copied into a dead letter's headers.
 _REASON_LIMIT = 500
-
-
-def _decoded(message: StreamMessage) -> Any:
-    """The body as a test mock records it."""
-    try:
-        return message.decode()
-    except ValueError:
-        return message.body
 
 
 class Subscriber:
@@ -225,7 +217,7 @@ class Subscriber:
             error = exc
             await self._handle_failure(message, exc)
         else:
-            if message.settlement is None and self._policy is AckPolicy.ACK:
+            if message._settlement is None and self._policy is AckPolicy.ACK:
                 await message.ack()
         # Cancellation (the shutdown deadline) skips all of this: no settlement, no record.
         for middleware in self._observers:
@@ -292,7 +284,7 @@ class Subscriber:
         else:
             if self._policy is AckPolicy.ACK:
                 for message in valid:
-                    if message.settlement is None:
+                    if message._settlement is None:
                         await message.ack()
         self._record_batch(valid, broker.testing)
         if error is not None and broker.raise_errors:
@@ -300,13 +292,13 @@ class Subscriber:
 
     def _record_batch(self, messages: Sequence[StreamMessage], testing: bool) -> None:
         if testing:
-            self.endpoint.record_call(lambda: [_decoded(m) for m in messages])
+            self.endpoint.record_call([(m.body, m.content_type) for m in messages])
         else:
             self.endpoint.record_call()
 
     def _record(self, message: StreamMessage, testing: bool) -> None:
         if testing:
-            self.endpoint.record_call(lambda: _decoded(message))
+            self.endpoint.record_call((message.body, message.content_type))
         else:
             self.endpoint.record_call()
 
@@ -345,8 +337,8 @@ class Subscriber:
             headers, options = result.headers, result.options
             correlation_id = result.correlation_id or correlation_id
             result = result.body
-        # A transport may send results together at the end of the delivery (core/outbox.py).
-        token = outbox.begin_result()
+        # Sent together with the delivery's other results, before its acks (core/results.py).
+        token = results.begin(message._settler)
         try:
             for publisher in publishers:
                 await publisher.publish(
@@ -363,7 +355,7 @@ class Subscriber:
                     **options,
                 )
         finally:
-            outbox.end_result(token)
+            results.end(token)
 
     # -- failures ----------------------------------------------------------------------
 
