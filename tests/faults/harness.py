@@ -119,6 +119,16 @@ class Service:
             return (await self.get("/health/ready")).status_code == 200
         return False
 
+    def first_log_after(self, moment: float) -> float | None:
+        """Seconds from ``moment`` to the first line the service logged after it (its
+        lines start with their time)."""
+        for line in self.log_text().splitlines():
+            stamp = line.split(" ", 1)[0]
+            with contextlib.suppress(ValueError):
+                if float(stamp) >= moment:
+                    return float(stamp) - moment
+        return None
+
     def log_text(self) -> str:
         try:
             return self.log.read_text(errors="replace")
@@ -291,6 +301,9 @@ class Outcome:
     repeated: list[tuple[str, list[tuple[float, int]]]] = field(default_factory=list)
     #: False where the case does not wait for the backlog (F9): lost is not measured.
     lost_measured: bool = True
+    #: F10: seconds from the fault to the service's first log line about it, and the limit.
+    detection: float | None = None
+    detection_limit: float | None = None
 
     def problems(self) -> list[str]:
         found = []
@@ -305,6 +318,10 @@ class Outcome:
             self.recovery is None or self.recovery > self.recovery_limit
         ):
             found.append(f"recovery {self.recovery} s, limit {self.recovery_limit:.1f} s")
+        if self.detection_limit is not None and (
+            self.detection is None or self.detection > self.detection_limit
+        ):
+            found.append(f"noticed after {self.detection} s, limit {self.detection_limit:g} s")
         return found
 
 

@@ -11,7 +11,10 @@ class Proxy:
     """A TCP proxy on loopback in front of a broker, to cut and restore connections.
 
     ``stop()`` refuses new connections and cuts the open ones; ``start()`` again listens
-    on the same port, so clients that reconnect find the broker back."""
+    on the same port, so clients that reconnect find the broker back. ``blackhole()``
+    makes the open connections silent without closing them (what either side sends is
+    read and dropped, as behind a firewall that drops a flow); new connections are
+    forwarded as usual."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -19,6 +22,9 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._pipes: set[asyncio.Task[None]] = set()
+        #: The open connections, as (client side, broker side), and those black-holed.
+        self._connections: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._holes: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -27,21 +33,32 @@ class Proxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers += [writer, up_writer]
+        self._connections.append((writer, up_writer))
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pipe = asyncio.create_task(self._pipe(source, sink))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if writer in self._holes:
+                    continue  # dropped
                 writer.write(data)
                 await writer.drain()
         except ConnectionError:
             pass
         finally:
-            writer.close()
+            if writer not in self._holes:  # a black hole stays silent, even on close
+                writer.close()
+
+    def blackhole(self) -> int:
+        """Make every open connection silent (not closed); return how many there were."""
+        for client, broker in self._connections:
+            self._holes.update((client, broker))
+        count = len(self._connections)
+        self._connections.clear()
+        return count
 
     async def stop(self) -> None:
         """Refuse new connections and cut the open ones."""
@@ -51,6 +68,8 @@ class Proxy:
         for writer in self._writers:
             writer.transport.abort()
         self._writers.clear()
+        self._connections.clear()
+        self._holes.clear()
         pipes = list(self._pipes)
         for pipe in pipes:
             pipe.cancel()

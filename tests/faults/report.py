@@ -31,6 +31,9 @@ def _verdict(group: list[Outcome]) -> str:
         limit = result.recovery_limit
         if limit is not None and (result.recovery is None or result.recovery > limit):
             failed.append(f"recovery {result.recovery} s > {limit:g} s")
+        noticed = result.detection_limit
+        if noticed is not None and (result.detection is None or result.detection > noticed):
+            failed.append(f"noticed after {result.detection} s > {noticed:g} s")
     verdict = "FAIL: " + ", ".join(failed) if failed else "ok"
     notes = {result.note for result in group}
     if len(notes) == 1 and (note := notes.pop()):

@@ -25,6 +25,7 @@ A message may carry its own behaviour: ``{"n": 1, "poison": true}`` fails every 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import replace
@@ -69,6 +70,9 @@ def _settings() -> Settings:
         heartbeat=float(env["FAULTS_HEARTBEAT"]) if env.get("FAULTS_HEARTBEAT") else None,
     )
 
+
+# Every log line starts with its time, so a case can tell when the service noticed a fault.
+logging.basicConfig(format="%(created).3f %(levelname)s %(name)s: %(message)s")
 
 settings = _settings()
 kind = KINDS[settings.kind]

@@ -11,9 +11,9 @@ with broker kills, consumer kills and black holes repeated (``make faults`` only
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,10 +25,10 @@ from fastapi_stream.core.replies import Replies
 from tests.faults import report
 from tests.faults.harness import Outcome, Producer, outcome, wait_done
 from tests.faults.kinds import Kind, Settings, stream_name
+from tests.faults.proxy import Proxy
 from tests.faults.rig import (
     FULL_RUN,
     Rig,
-    check,
     idle_cpu,
     kinds,
     progress,
@@ -362,4 +362,102 @@ def service_cpu(service: Any) -> float:
     return process_stats(service.pid)["cpu"]
 
 
-_ = (contextlib, FETCH_TIMEOUT, progress, check)
+# -- F10: a black-holed connection -----------------------------------------------------------
+
+HEARTBEAT = 2.0
+
+
+def detection_limit(kind: Kind) -> float:
+    """Seconds a silent connection may go unnoticed: two heartbeats where the client has
+    them (RabbitMQ's ``heartbeat``, NATS's ``ping_interval``: 2 s in the case); Redis
+    connections have none, and a fetch is bounded by the core's ``FETCH_TIMEOUT``."""
+    return FETCH_TIMEOUT if kind.broker == "redis" else 2 * HEARTBEAT
+
+
+async def _black_hole(rig: Rig, proxy: Proxy, run: int = 1, total: int = 400) -> Outcome:
+    """One black hole under a stream of messages; the service reaches the broker
+    through ``proxy``, the producer directly."""
+    settings = rig.settings(heartbeat=HEARTBEAT)
+    through = replace(settings, url=_via(rig.broker.url, proxy.port))
+    ledger = rig.ledger(f"ledger-hole-{run}")
+    service = rig.service(through, ledger, sleep=0.002)
+    await service.ready()
+    async with Producer(rig.kind, settings) as producer:
+        publishing = asyncio.create_task(producer.run(range(total), rate=40))
+        await until(
+            lambda: len(ledger.read().handled) >= total // 4,
+            "progress",
+            60,
+            progress(producer, ledger),
+        )
+        holed = time.time()
+        holes = proxy.blackhole()
+        assert holes, "the service had no connection through the proxy"
+        await publishing
+        await wait_done(
+            rig.kind, settings, producer, ledger, timeout=detection_limit(rig.kind) + 60
+        )
+        assert service.alive(), service.tail()
+        ledger.read()
+        # Consuming resumed: the first message published after the black hole handled.
+        later = {mid for mid, at in producer.confirmed.items() if at > holed + 0.2}
+        handled = [t for t, mid, _ in ledger.handlings if mid in later]
+        recovery = min(handled) - holed if handled else None
+        detected = service.first_log_after(holed)
+        service.kill()
+    result = outcome(
+        "F10 black-holed connection",
+        rig.kind,
+        producer,
+        ledger,
+        window=window(rig.kind, settings),
+        recovery=recovery,
+        recovery_limit=detection_limit(rig.kind) + recovery_limit(rig.kind),
+        note=(
+            f"{holes} connection(s) silenced; noticed after "
+            + ("never" if detected is None else f"{detected:.1f} s")
+            + f" (limit {detection_limit(rig.kind):g} s)"
+        ),
+    )
+    result.detection = None if detected is None else round(detected, 2)
+    result.detection_limit = detection_limit(rig.kind)
+    return result
+
+
+def _via(url: str, port: int) -> str:
+    scheme, rest = url.split("://", 1)
+    userinfo, _, hostpath = rest.rpartition("@")
+    _, _, path = hostpath.partition("/")
+    where = f"127.0.0.1:{port}" + (f"/{path}" if "/" in hostpath else "")
+    return f"{scheme}://{userinfo + '@' if userinfo else ''}{where}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "rig",
+    kinds(
+        "nats-js",
+        full=("redis-stream", "redis-list", "rabbit"),
+        rabbit="aiormq (under aio-pika) declares a connection dead only after 3 x "
+        "(heartbeat + 1) s without a frame: noticed after 9.1 s with heartbeat=2, limit two "
+        "heartbeats (4 s); nothing is lost and consuming resumes about 10 s after",
+    ),
+    indirect=True,
+)
+async def test_f10_black_holed_connection(rig: Rig) -> None:
+    """The service's connections go silent (the loopback proxy reads and drops, closes
+    nothing) under a stream of 400 messages at 40/s. The dead connection is noticed
+    within two heartbeats (2 s each here; Redis: the fetch bound) and the service
+    reconnects (new connections pass): consuming resumes within that + the recovery
+    limit, nothing confirmed is lost, duplicates within the in-flight window.
+
+    Kafka is not in it: the broker advertises its own address, so a proxy in front of it
+    carries only the bootstrap connection."""
+    await rig.start_broker()
+    proxy = Proxy(("127.0.0.1", rig.broker.port))
+    await proxy.start()
+    try:
+        result = await _black_hole(rig, proxy)
+    finally:
+        await proxy.stop()
+    check(result)
