@@ -174,7 +174,9 @@ class ListSubscription(Subscription):
             await self._reclaim()
         try:
             items = await self._fetch(limit)
-        except Exception:
+        except BaseException:
+            # Cancelled too: the core's fetch timeout cancels a take whose reply never
+            # came (a silent connection), after Redis may have moved items.
             self.unsure = self.reliable
             raise
         self.held.update(items)
