@@ -29,6 +29,7 @@ from tests.faults.proxy import Proxy
 from tests.faults.rig import (
     FULL_RUN,
     Rig,
+    check,
     idle_cpu,
     kinds,
     progress,
