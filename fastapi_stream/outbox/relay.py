@@ -136,6 +136,8 @@ class Relay:
                     await self.store.create()
                     self.table_ready = True
                 sent = await self._cycle()
+                if sent < self.batch_size:  # else more rows are waiting: no pause
+                    await self._housekeeping()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -147,10 +149,8 @@ class Relay:
                 continue
             attempts.succeeded()
             self.last_error = None
-            if sent >= self.batch_size:
-                continue  # more rows are waiting
-            await self._housekeeping()
-            await self._idle()
+            if sent < self.batch_size:
+                await self._idle()
 
     async def _cycle(self) -> int:
         counts = await self.store.relay_batch(self._send, self.batch_size)
@@ -192,9 +192,12 @@ class Relay:
         """Whether a connection LISTENs for this outbox's NOTIFY (set up when missing)."""
         listener = self._listener
         if listener is not None:
-            driver = await _driver(listener)
-            if driver is not None and not driver.is_closed():
-                return True
+            try:
+                driver = await _driver(listener)
+                if not driver.is_closed():
+                    return True
+            except Exception as exc:
+                self.logger.debug("outbox relay: the listening connection failed (%s)", exc)
             await self._unlisten()
         if time.monotonic() < self._listen_after:
             return False

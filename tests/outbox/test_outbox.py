@@ -236,3 +236,69 @@ async def test_metrics_count_sent_rows_and_lag(engine: AsyncEngine, memory_url: 
     assert sent == 3
     lag = registry.get_sample_value("fastapi_stream_outbox_lag_seconds")
     assert lag is not None and 0 <= lag < 5
+
+
+@pytest.mark.postgres
+async def test_a_notify_from_another_writer_wakes_the_relay(pg_url: str, memory_url: str) -> None:
+    engine = create_async_engine(pg_url)
+    try:
+        router = StreamRouter(memory_url)
+        relaying = Outbox(router, engine, poll_interval=30)  # polls far too seldom
+        writer = Outbox(router, engine, relay=False)  # as another process would
+        got = received_on(router, "woken")
+        async with router.broker:
+            await eventually(lambda: relaying.relay._listener is not None, "LISTEN set up")
+            async with async_sessionmaker(engine)() as session, session.begin():
+                await writer.publish(session, "hi", "woken")
+            await eventually(lambda: got, "the message, woken by NOTIFY", timeout=5)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_test_broker_runs_handlers_of_outbox_messages(
+    engine: AsyncEngine, memory_url: str
+) -> None:
+    from fastapi_stream.testing import TestStreamBroker
+
+    router = StreamRouter(memory_url)
+    outbox = Outbox(router, engine, poll_interval=0.05)
+
+    @router.subscriber("tested")
+    async def handle(value: int) -> None:
+        pass
+
+    async with TestStreamBroker(router):
+        async with async_sessionmaker(engine)() as session, session.begin():
+            await outbox.publish(session, 5, "tested")
+        await eventually(lambda: handle.mock.call_count == 1, "the handler's call")
+        handle.mock.assert_called_once_with(5)
+
+
+def test_the_outbox_package_is_broker_free_and_its_api_listed() -> None:
+    import ast
+    from pathlib import Path
+
+    import fastapi_stream.outbox as package
+
+    assert list(package.__all__) == sorted(package.__all__)
+    assert all(hasattr(package, name) for name in package.__all__)
+    brokers = ("aiokafka", "aio_pika", "nats", "redis", "aiomqtt", "zmqtt", "fastapi_stream.")
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                broker_package = name.startswith("fastapi_stream.") and name.split(".")[1] in (
+                    "kafka",
+                    "rabbit",
+                    "nats",
+                    "redis",
+                    "mqtt",
+                    "memory",
+                )
+                assert not broker_package, f"{path.name} imports {name}"
+                assert not name.startswith(brokers[:-1]), f"{path.name} imports {name}"

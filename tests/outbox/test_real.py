@@ -277,3 +277,29 @@ async def test_inbox_consumer_killed_after_commit_before_ack_has_its_effect_once
         assert Counter(rows) == Counter(f"m{i}" for i in range(5))
     finally:
         await redis_client.delete(channel)
+
+
+async def test_broker_down_at_startup_writes_still_commit_and_go_out_later(
+    pg: AsyncEngine,
+) -> None:
+    broker = PrivateRedis()
+    channel = name()
+    try:
+        router = StreamRouter(broker.url, reconnect=Backoff(first=0.05, cap=0.3))
+        outbox = Outbox(router, pg, poll_interval=0.1)
+        sessions = async_sessionmaker(pg)
+        async with router.broker:  # the broker is not running: the app starts anyway
+            assert not outbox.relay.running and not outbox.relay.table_ready
+            for i in range(5):  # the first write makes the table, in its transaction
+                async with sessions() as session, session.begin():
+                    await outbox.publish(session, i, channel, list=True)
+            assert await count_unsent(pg, outbox) == 5
+            broker.start()
+            await eventually(lambda: _none_unsent(pg, outbox), "the rows sent", timeout=30)
+        client = aioredis.Redis.from_url(broker.url)
+        try:
+            assert [int(body) for _, body in await listed(client, channel)] == list(range(5))
+        finally:
+            await client.aclose()
+    finally:
+        broker.close()
