@@ -222,7 +222,7 @@ class Outbox:
         if not captured:
             return None
         outgoing = captured[0]
-        partition = channel if key is None or self.order == "channel" else f"{channel}\x00{key}"
+        partition = channel if key is None or self.order == "channel" else f"{channel}\x1f{key}"
         values = row_values(outgoing, partition, key)
         if not self.relay.table_ready:
             await self.store.create_in(session)  # before the relay's first cycle made it

@@ -302,3 +302,21 @@ def test_the_outbox_package_is_broker_free_and_its_api_listed() -> None:
                 )
                 assert not broker_package, f"{path.name} imports {name}"
                 assert not name.startswith(brokers[:-1]), f"{path.name} imports {name}"
+
+
+async def test_order_per_key(engine: AsyncEngine, memory_url: str) -> None:
+    router = StreamRouter(memory_url)
+    outbox = Outbox(router, engine, order="key", batch_size=3, poll_interval=0.05)
+    got = received_on(router, "keyed")
+    async with async_sessionmaker(engine)() as session, session.begin():
+        for i in range(12):
+            await outbox.publish(session, i, "keyed", key=f"k{i % 2}")
+    async with router.broker:
+        await eventually(lambda: len(got) == 12, "12 messages")
+    for key in ("k0", "k1"):
+        values = [m.decode() for m in got if m.raw_message.options["key"] == key]
+        assert values == [i for i in range(12) if f"k{i % 2}" == key]
+    table = outbox.table
+    async with engine.connect() as conn:
+        partitions = set((await conn.execute(select(table.c.partition))).scalars())
+    assert partitions == {"keyed\x1fk0", "keyed\x1fk1"}
