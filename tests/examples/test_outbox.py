@@ -1,5 +1,5 @@
-"""examples/outbox: the orders service on SQLite and on the real PostgreSQL (a database
-of the test's own), with the memory broker."""
+"""examples/outbox: the orders service on SQLite, and on the real PostgreSQL and MariaDB
+(a database of the test's own each), with the memory broker."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from examples.outbox.app import OrderCreated, create_app
 from fastapi_stream.outbox import ddl
-from tests.outbox.conftest import db_url, pg_url, sqlite_url  # noqa: F401 (fixtures)
+from tests.outbox.conftest import db_url, mariadb_url, pg_url, sqlite_url  # noqa: F401 (fixtures)
 
 
 def invoices_of(client: TestClient, count: int) -> list[dict[str, object]]:

@@ -1,8 +1,10 @@
 """Fixtures of the outbox tests: a PostgreSQL database of each test's own (made on the
-server at 127.0.0.1:5432 and dropped afterwards), an SQLite file, a private Redis.
+server at 127.0.0.1:5432 and dropped afterwards), the same on MariaDB (127.0.0.1:3306),
+an SQLite file, a private Redis.
 
-A test marked ``postgres`` fails when the server cannot be reached and started (never
-skips), as the real-broker tests do.
+A test marked ``postgres`` or ``mariadb`` fails when the server cannot be reached and
+started (never skips), as the real-broker tests do; servers are started with the
+commands of the machine's notes when down.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import glob
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -82,16 +85,78 @@ def pg_url() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+MARIADBD = "/usr/sbin/mariadbd"
+MARIADB_ADMIN = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+async def _mariadb(statement: str) -> None:
+    import asyncmy
+
+    conn = await asyncmy.connect(**MARIADB_ADMIN, connect_timeout=5)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(statement)
+    finally:
+        await conn.ensure_closed()
+
+
+def _create_mariadb_database(name: str) -> str | None:
+    """``None`` once the database exists (MariaDB started when it is down)."""
+    try:
+        asyncio.run(_mariadb(f"CREATE DATABASE `{name}`"))
+        return None
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if os.geteuid() != 0 or not os.path.exists(MARIADBD):
+        return problem
+    subprocess.run(
+        [*("start-stop-daemon", "--start", "--oknodo"), "--background", "--exec", MARIADBD],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            asyncio.run(_mariadb(f"CREATE DATABASE `{name}`"))
+            return None
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.5)
+    return problem
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """The aiomysql URL of a new MariaDB database, dropped after the test."""
+    name = f"fs_outbox_{uuid.uuid4().hex[:12]}"
+    problem = _create_mariadb_database(name)
+    if problem is not None:
+        pytest.fail(f"MariaDB at 127.0.0.1:3306 is needed and unreachable: {problem}")
+    try:
+        yield f"mysql+asyncmy://root@127.0.0.1:3306/{name}"
+    finally:
+        asyncio.run(_mariadb(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Each test with this fixture runs on SQLite and on PostgreSQL."""
+    """Each test with this fixture runs on SQLite, PostgreSQL and MariaDB."""
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
+    if request.param == "mariadb":
+        return str(request.getfixturevalue("mariadb_url"))
     return str(request.getfixturevalue("pg_url"))
 
 
