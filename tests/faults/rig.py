@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -87,9 +88,10 @@ class Rig:
         except instances.StartFailed as exc:
             pytest.fail(f"the fault suite's own {self.kind.broker} did not start: {exc}")
 
-    async def kill_broker(self, down: float = 3.0) -> None:
-        """``kill -9`` the broker, keep it down ``down`` seconds, start it again."""
-        await asyncio.to_thread(self.broker.kill)
+    async def kill_broker(self, down: float = 3.0, sig: int = signal.SIGKILL) -> None:
+        """``kill -9`` the broker (or send ``sig``: SIGTERM for a graceful stop), keep it
+        down ``down`` seconds, start it again."""
+        await asyncio.to_thread(self.broker.kill, sig)
         await asyncio.sleep(down)
         self.restarts.append(await self.start_broker())
 

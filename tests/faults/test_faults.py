@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 import httpx
@@ -37,6 +38,13 @@ from tests.faults.rig import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 
+RABBIT_RESTART = (
+    ISSUE_18 + "after a RabbitMQ restart consuming resumed 14-20 s after the node answered "
+    "in 3 runs of 5 (limit 10 s; 17 s after a SIGTERM restart): the core retries 'the "
+    "channel consuming queue is not back yet' with its backoff while aio-pika still "
+    "restores the channel"
+)
+
 # -- F1: the broker killed twice mid-stream --------------------------------------------------
 
 
@@ -47,15 +55,17 @@ pytestmark = [pytest.mark.anyio, pytest.mark.faults]
         *CI_KINDS,
         full=BROKER_KILLS,
         intermittent=("rabbit",),
-        rabbit=ISSUE_18 + "after a RabbitMQ restart consuming resumed 14-20 s after the node "
-        "answered in 3 runs of 5 (limit 10 s): the core retries 'the channel consuming queue "
-        "is not back yet' with its backoff while aio-pika still restores the channel",
+        rabbit=RABBIT_RESTART,
     ),
     indirect=True,
 )
 async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
     """Watermill's TestReconnect: kill -9 at 1/3 and at 1/2 of the stream, 3 s down each
     time; the producer retries what the broker did not confirm."""
+    await _broker_restarted_twice(rig, signal.SIGKILL, "F1 broker kill -9 twice")
+
+
+async def _broker_restarted_twice(rig: Rig, sig: int, case: str) -> None:
     total = 1500
     await rig.start_broker()
     settings = rig.settings()
@@ -71,7 +81,7 @@ async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
                 60,
                 progress(producer, ledger),
             )
-            await rig.kill_broker(down=3.0)
+            await rig.kill_broker(down=3.0, sig=sig)
         await publishing
         await wait_done(rig.kind, settings, producer, ledger, timeout=60)
         assert service.alive(), service.tail()
@@ -79,7 +89,7 @@ async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
         recovery = None if None in recoveries else max(r for r in recoveries if r is not None)
         check(
             outcome(
-                "F1 broker kill -9 twice",
+                case,
                 rig.kind,
                 producer,
                 ledger,
@@ -89,6 +99,25 @@ async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
                 note=f"{producer.failures} publishes retried",
             )
         )
+
+
+# -- F2: the broker stopped (SIGTERM) and restarted twice mid-stream ----------------------------
+
+
+@pytest.mark.timeout(450)
+@pytest.mark.parametrize(
+    "rig",
+    kinds(
+        full=(*CI_KINDS, *BROKER_KILLS),
+        intermittent=("rabbit",),
+        rabbit=RABBIT_RESTART,
+    ),
+    indirect=True,
+)
+async def test_f2_broker_stopped_twice_mid_stream(rig: Rig) -> None:
+    """F1 with a graceful stop: SIGTERM at 1/3 and at 1/2 (the broker closes its
+    connections and exits), 3 s down each time."""
+    await _broker_restarted_twice(rig, signal.SIGTERM, "F2 broker SIGTERM twice")
 
 
 # -- F3: the broker down when the app starts ---------------------------------------------------
