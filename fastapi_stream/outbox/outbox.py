@@ -71,8 +71,8 @@ class Outbox:
     fails, and deletes rows ``keep_sent`` seconds after they were sent (``0``: at once),
     checking every ``prune_interval`` seconds. Readiness fails while the relay fails, and
     when ``max_lag`` is given and the oldest unsent row is older. ``metrics`` receives
-    rows sent, relay errors and the lag. ``relay=False`` only writes: another process
-    relays.
+    rows sent, relay errors and the lag. ``relay=False`` only writes (another process
+    relays); make the table there with :meth:`create_table` or a migration.
     """
 
     def __init__(

@@ -320,3 +320,32 @@ async def test_order_per_key(engine: AsyncEngine, memory_url: str) -> None:
     async with engine.connect() as conn:
         partitions = set((await conn.execute(select(table.c.partition))).scalars())
     assert partitions == {"keyed\x1fk0", "keyed\x1fk1"}
+
+
+def test_a_failing_readiness_check_makes_the_app_unready(memory_url: str) -> None:
+    """``health.add_readiness_check``, which the outbox uses: a check that says no, or
+    raises, turns readiness to 503 and is reported under the broker's ``checks``."""
+    from typing import Any
+
+    from fastapi_stream.health import add_readiness_check
+
+    router = StreamRouter(memory_url)
+
+    async def says_no() -> tuple[bool, dict[str, Any]]:
+        return False, {"why": "lagging"}
+
+    async def raises() -> tuple[bool, dict[str, Any]]:
+        raise ConnectionError("database down")
+
+    add_readiness_check(router.broker, "no", says_no)
+    add_readiness_check(router.broker, "broken", raises)
+    app = FastAPI()
+    app.include_router(router)
+    with TestClient(app) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 503
+    checks = response.json()["brokers"][0]["checks"]
+    assert checks == {
+        "no": {"ready": False, "why": "lagging"},
+        "broken": {"ready": False, "error": "ConnectionError"},
+    }
