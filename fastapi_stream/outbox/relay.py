@@ -136,8 +136,7 @@ class Relay:
                     await self.store.create()
                     self.table_ready = True
                 sent = await self._cycle()
-                if sent < self.batch_size:  # else more rows are waiting: no pause
-                    await self._housekeeping()
+                await self._housekeeping()  # when due, busy or not
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -149,7 +148,7 @@ class Relay:
                 continue
             attempts.succeeded()
             self.last_error = None
-            if sent < self.batch_size:
+            if not sent:  # else more rows may wait (a full batch, other partitions)
                 await self._idle()
 
     async def _cycle(self) -> int:

@@ -349,3 +349,16 @@ def test_a_failing_readiness_check_makes_the_app_unready(memory_url: str) -> Non
         "no": {"ready": False, "why": "lagging"},
         "broken": {"ready": False, "error": "ConnectionError"},
     }
+
+
+async def test_a_backlog_over_many_partitions_drains_without_waiting_for_polls(
+    engine: AsyncEngine, memory_url: str
+) -> None:
+    router = StreamRouter(memory_url)
+    outbox = Outbox(router, engine, partitions_per_batch=2, poll_interval=30)
+    got = [received_on(router, f"p{k}") for k in range(10)]
+    async with async_sessionmaker(engine)() as session, session.begin():
+        for i in range(30):
+            await outbox.publish(session, i, f"p{i % 10}")
+    async with router.broker:
+        await eventually(lambda: sum(map(len, got)) == 30, "30 messages", timeout=5)
