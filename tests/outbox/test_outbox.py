@@ -362,3 +362,19 @@ async def test_a_backlog_over_many_partitions_drains_without_waiting_for_polls(
             await outbox.publish(session, i, f"p{i % 10}")
     async with router.broker:
         await eventually(lambda: sum(map(len, got)) == 30, "30 messages", timeout=5)
+
+
+async def test_sqlite_in_memory_with_a_static_pool(memory_url: str) -> None:
+    from sqlalchemy.pool import StaticPool
+
+    engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+    try:
+        router = StreamRouter(memory_url)
+        outbox = Outbox(router, engine, poll_interval=0.05)
+        got = received_on(router, "in-memory")
+        async with router.broker:
+            async with async_sessionmaker(engine)() as session, session.begin():
+                await outbox.publish(session, "x", "in-memory")
+            await eventually(lambda: got, "the message")
+    finally:
+        await engine.dispose()
