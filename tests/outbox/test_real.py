@@ -30,7 +30,8 @@ from tests.outbox.conftest import PrivateRedis
 from tests.outbox.worker import effects
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.redis]
+# Each process takes seconds to start on a loaded machine (imports): room for that.
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(150)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS = "redis://127.0.0.1:6379/0"

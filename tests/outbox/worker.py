@@ -6,8 +6,8 @@
 
 ``write`` commits COUNT outbox rows (one transaction each, channel ``CHANNEL``, a Redis
 list), printing ``committed <message id>`` after each commit, then ``done``; its relay
-runs meanwhile, slowed down (50 ms per batch of 5) so a kill finds rows unsent.
-``relay`` only relays (20 ms per batch of 10, two partitions per batch), printing
+runs meanwhile, slowed down (200 ms per batch of 2) so a kill finds rows unsent.
+``relay`` only relays (50 ms per batch of 10, two partitions per batch), printing
 ``sent <n>`` as it goes. ``consume`` reads the stream ``CHANNEL`` (group ``g``) through an
 inbox and adds one ``effects`` row per message; with ``die`` it kills itself with SIGKILL
 after the first message's transaction committed and before the ack. Every process ends
@@ -62,8 +62,8 @@ def slowed(outbox: Outbox, delay: float) -> None:
 async def write(db_url: str, redis_url: str, channel: str, count: int) -> None:
     engine = create_async_engine(db_url)
     router = StreamRouter(redis_url)
-    outbox = Outbox(router, engine, batch_size=5, notify=False, poll_interval=0.2)
-    slowed(outbox, 0.05)
+    outbox = Outbox(router, engine, batch_size=2, notify=False, poll_interval=0.2)
+    slowed(outbox, 0.2)
     sessions = async_sessionmaker(engine)
     async with router.broker:
         for i in range(count):
@@ -78,7 +78,7 @@ async def relay(db_url: str, redis_url: str) -> None:
     engine = create_async_engine(db_url)
     router = StreamRouter(redis_url)
     outbox = Outbox(router, engine, batch_size=10, partitions_per_batch=2, poll_interval=0.1)
-    slowed(outbox, 0.02)
+    slowed(outbox, 0.05)
     async with router.broker:
         say("started")
         for _ in range(int(LIFETIME * 10)):
