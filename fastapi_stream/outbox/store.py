@@ -129,15 +129,11 @@ class OutboxStore:
         """Create the table in the caller's transaction unless it exists (before the
         relay created it: a broker down at the app's first start). On PostgreSQL in a
         savepoint, so that losing a race with another creator costs nothing."""
-        if isinstance(session, AsyncSession):
-            nested: Any = session.begin_nested() if self.postgresql else None
-        else:
-            nested = session.begin_nested() if self.postgresql else None
-        if nested is None:
+        if not self.postgresql:
             await session.run_sync(_create_checkfirst, self.table)
             return
         try:
-            async with nested:
+            async with session.begin_nested():
                 await session.run_sync(_create_checkfirst, self.table)
         except DBAPIError:
             pass  # made by another transaction meanwhile
