@@ -6,13 +6,18 @@ lifespan into the app's, so the broker starts with the app and closes after it.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from fastapi import APIRouter, params
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from fastapi_stream.asyncapi.routes import add_asyncapi_routes
 from fastapi_stream.core import codec
@@ -32,7 +37,7 @@ from fastapi_stream.core.transport import Transport
 from fastapi_stream.core.url import transport_for
 from fastapi_stream.health import add_health_routes, register_broker
 
-__all__ = ["StreamRouter"]
+__all__ = ["RouterOptions", "StreamRouter"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +46,49 @@ Lifespan = Callable[[Any], Any]
 #: A startup or shutdown hook: called with the FastAPI app, sync or async; a startup hook
 #: may return a mapping of state.
 Hook = TypeVar("Hook", bound=Callable[[Any], Any])
+
+
+class RouterOptions(TypedDict, total=False):
+    """:class:`StreamRouter`'s keyword arguments and ``APIRouter``'s, as a broker's router
+    (``KafkaRouter``...) takes them beside its connection options. Documented on
+    ``StreamRouter`` and ``APIRouter``; ``tests/test_router.py`` keeps the lists equal."""
+
+    graceful_timeout: float
+    ack_policy: AckPolicy
+    retry: Retry | bool
+    dead_letter: str | None
+    middlewares: Sequence[Middleware]
+    encoder: codec.Encoder
+    logger: logging.Logger | None
+    message_log_level: int | None
+    health_url: str | None
+    schema_url: str | None
+    server_name: str | None
+    description: str | None
+    lifespan: Lifespan | None
+    reconnect: Backoff | None
+    fail_fast: bool
+    max_body_bytes: int | None
+    # APIRouter's
+    prefix: str
+    tags: list[str | enum.Enum] | None
+    dependencies: Sequence[params.Depends] | None
+    default_response_class: type[Response]
+    responses: dict[int | str, dict[str, Any]] | None
+    callbacks: list[BaseRoute] | None
+    routes: list[BaseRoute] | None
+    redirect_slashes: bool
+    default: ASGIApp | None
+    dependency_overrides_provider: Any
+    route_class: type[APIRoute]
+    on_startup: Sequence[Callable[[], Any]] | None
+    on_shutdown: Sequence[Callable[[], Any]] | None
+    deprecated: bool | None
+    include_in_schema: bool
+    generate_unique_id_function: Callable[[APIRoute], str]
+    strict_content_type: bool
+    max_body_size: int | None
+    form_limits: Any
 
 
 class StreamRouter(APIRouter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from fastapi_stream import (
     StreamMessage,
     StreamRouter,
 )
+from fastapi_stream.router import RouterOptions
 from tests import waiting
 
 
@@ -307,3 +309,14 @@ def test_include_router_dependencies_reach_included_message_handlers(memory_url:
         client.portal.call(parent.broker.publish, None, "ch")  # type: ignore[union-attr]
         client.portal.call(eventually, lambda: "handler" in calls)  # type: ignore[union-attr]
     assert calls == ["parent", "include", "handler"]
+
+
+def test_router_options_name_every_keyword_of_stream_router_and_api_router() -> None:
+    """Broker routers (``KafkaRouter``...) take StreamRouter's and APIRouter's keyword
+    arguments through ``RouterOptions``: it lists them all, and nothing else."""
+
+    def keywords(cls: type) -> set[str]:
+        parameters = inspect.signature(cls).parameters.values()
+        return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+
+    assert RouterOptions.__optional_keys__ == keywords(StreamRouter) | keywords(APIRouter)

@@ -17,6 +17,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
 
 from fastapi_stream.kafka.options import (
     AutoOffsetReset,
+    KafkaOptions,
     KafkaPublishOptions,
     KafkaSubscriberOptions,
     KafkaTopic,
@@ -30,6 +31,7 @@ from fastapi_stream.kafka.router import KafkaRouter
 __all__ = [
     "AutoOffsetReset",
     "KafkaMessage",
+    "KafkaOptions",
     "KafkaPublishOptions",
     "KafkaRouter",
     "KafkaRouting",

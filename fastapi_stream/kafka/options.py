@@ -1,5 +1,6 @@
-"""Kafka options, declared once: connection security, topics to declare, and the
-subscriber and publish options the transport reads.
+"""Kafka options, declared once: the connection's (:class:`KafkaOptions`, taken by
+``KafkaTransport`` and ``KafkaRouter``), topics to declare, and the subscriber and publish
+options the transport reads.
 
 The names follow aiokafka and FastStream's Kafka broker (``group_id``,
 ``auto_offset_reset``, ``max_records``, ``key``, ``partition``, ``timestamp_ms``...).
@@ -17,6 +18,7 @@ from fastapi_stream.core.errors import ConfigurationError
 
 __all__ = [
     "AutoOffsetReset",
+    "KafkaOptions",
     "KafkaPublishOptions",
     "KafkaSubscriberOptions",
     "KafkaTopic",
@@ -68,6 +70,38 @@ class RebalanceListener(Protocol):
     def on_partitions_revoked(self, revoked: Collection[tuple[str, int]]) -> Awaitable[None]: ...
 
     def on_partitions_assigned(self, assigned: Collection[tuple[str, int]]) -> Awaitable[None]: ...
+
+
+class KafkaOptions(TypedDict, total=False):
+    """The connection's options, keyword arguments of ``KafkaTransport`` and ``KafkaRouter``
+    (defaults in brackets). Consumer settings are defaults each subscriber may override."""
+
+    client_id: str  #: [``"fastapi-stream"``]
+    #: SASL PLAIN or SCRAM credentials; use them with ``tls`` [``None``].
+    sasl: Sasl | None
+    #: ``True`` for TLS with the default context, or an ``ssl.SSLContext`` [``False``].
+    tls: bool | ssl.SSLContext
+    request_timeout_ms: int  #: [40000]
+    metadata_max_age_ms: int  #: [300000]
+    #: ``"all"``: a publish returns once every in-sync replica has it [``"all"``].
+    acks: Literal[0, 1, "all"]
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None  #: [``None``]
+    linger_ms: int  #: [0]
+    #: Off by default: not every Kafka-protocol broker supports it [``False``].
+    enable_idempotence: bool
+    publish_timeout: float  #: Seconds a publish waits for its confirmation [10].
+    connect_timeout: float  #: [10]
+    #: Topics created when the transport connects, if missing [none].
+    topics: Sequence[KafkaTopic]
+    session_timeout_ms: int  #: [10000]
+    heartbeat_interval_ms: int  #: [3000, at most a third of the session timeout]
+    max_poll_interval_ms: int  #: [300000]
+    auto_offset_reset: AutoOffsetReset  #: [``"latest"``]
+    #: Requests read their replies from a topic ``{prefix}.{uuid}`` of their own
+    #: [``"fastapi-stream.replies"``].
+    reply_topic_prefix: str
+    producer_options: Mapping[str, Any] | None  #: Extra ``AIOKafkaProducer`` settings.
+    consumer_options: Mapping[str, Any] | None  #: Extra ``AIOKafkaConsumer`` settings.
 
 
 class KafkaSubscriberOptions(TypedDict, total=False):

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 from fastapi_stream.core.message import OutgoingMessage
 from fastapi_stream.core.middleware import chain_publish
+from fastapi_stream.core.options import split_options
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.kafka.options import (
     AutoOffsetReset,
-    KafkaTopic,
+    KafkaOptions,
     Partition,
     RebalanceListener,
-    Sasl,
 )
 from fastapi_stream.kafka.transport import KafkaTransport
-from fastapi_stream.router import StreamRouter
+from fastapi_stream.router import RouterOptions, StreamRouter
 
 __all__ = ["KafkaRouter"]
 
@@ -31,62 +30,29 @@ def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+class KafkaRouterOptions(KafkaOptions, RouterOptions, total=False):
+    """``KafkaRouter``'s keyword arguments: the connection's and the router's."""
+
+
 class KafkaRouter(StreamRouter):
     """A ``StreamRouter`` connected to Kafka.
 
-    ``bootstrap_servers`` is ``"host:9092"``, ``"host1:9092,host2:9092"`` or a list.
-    Connection options are declared here once: ``client_id``, ``sasl=Sasl(user,
-    password, mechanism)`` and ``tls`` (``True`` or an ``ssl.SSLContext``),
-    ``request_timeout_ms``; producer ``acks`` (``"all"``), ``compression_type``,
-    ``linger_ms`` and ``enable_idempotence``; consumer defaults ``session_timeout_ms``,
-    ``heartbeat_interval_ms``, ``max_poll_interval_ms`` and ``auto_offset_reset``. The
-    ``topics`` listed are created at startup when missing. Other keyword arguments are
-    :class:`StreamRouter`'s (``graceful_timeout``, ``retry``, ``dead_letter``,
-    ``prefix``...).
+    ``bootstrap_servers`` is ``"host:9092"``, ``"host1:9092,host2:9092"`` or a list. The
+    connection's keyword arguments are :class:`~fastapi_stream.kafka.KafkaOptions`
+    (``client_id``, ``sasl=Sasl(user, password, mechanism)``, ``tls``, ``acks``,
+    ``topics`` to create at startup, consumer defaults such as ``auto_offset_reset``...);
+    the others are :class:`StreamRouter`'s (``graceful_timeout``, ``retry``,
+    ``dead_letter``, ``prefix``...).
     """
 
     def __init__(
         self,
         bootstrap_servers: str | Sequence[str] = "localhost:9092",
-        *,
-        client_id: str = "fastapi-stream",
-        sasl: Sasl | None = None,
-        tls: bool | ssl.SSLContext = False,
-        request_timeout_ms: int = 40_000,
-        acks: Literal[0, 1, "all"] = "all",
-        compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None,
-        linger_ms: int = 0,
-        enable_idempotence: bool = False,
-        publish_timeout: float = 10.0,
-        topics: Sequence[KafkaTopic] = (),
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3_000,
-        max_poll_interval_ms: int = 300_000,
-        auto_offset_reset: AutoOffsetReset = "latest",
-        producer_options: Mapping[str, Any] | None = None,
-        consumer_options: Mapping[str, Any] | None = None,
-        **router_options: Any,
+        **options: Unpack[KafkaRouterOptions],
     ) -> None:
-        self.transport = KafkaTransport(
-            bootstrap_servers,
-            client_id=client_id,
-            sasl=sasl,
-            tls=tls,
-            request_timeout_ms=request_timeout_ms,
-            acks=acks,
-            compression_type=compression_type,
-            linger_ms=linger_ms,
-            enable_idempotence=enable_idempotence,
-            publish_timeout=publish_timeout,
-            topics=topics,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms,
-            max_poll_interval_ms=max_poll_interval_ms,
-            auto_offset_reset=auto_offset_reset,
-            producer_options=producer_options,
-            consumer_options=consumer_options,
-        )
-        super().__init__(self.transport, **router_options)
+        connection, router = split_options(options, KafkaOptions.__optional_keys__)
+        self.transport = KafkaTransport(bootstrap_servers, **connection)
+        super().__init__(self.transport, **router)
 
     def subscriber(  # type: ignore[override]  # topics as positional arguments
         self,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Unpack
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,6 +30,7 @@ from fastapi_stream.core.errors import (
     reason,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import (
     Deliver,
@@ -41,7 +41,7 @@ from fastapi_stream.core.transport import (
 )
 from fastapi_stream.core.url import redact
 from fastapi_stream.kafka.consumer import FETCH_WAIT_MS, KafkaSubscription
-from fastapi_stream.kafka.options import AutoOffsetReset, KafkaTopic, Sasl, security_settings
+from fastapi_stream.kafka.options import KafkaOptions, KafkaTopic, Sasl, security_settings
 from fastapi_stream.kafka.records import incoming, outgoing_headers, quietly, stop_client
 from fastapi_stream.kafka.routing import KafkaRouting
 
@@ -121,15 +121,10 @@ _URL_OPTIONS: dict[str, type] = {
 
 
 class KafkaTransport(Transport):
-    """A connection to a Kafka cluster: ``KafkaTransport("host:9092,host2:9092")``.
-
-    Security: ``tls=True`` (or an ``ssl.SSLContext``) for TLS, ``sasl=Sasl(user,
-    password, mechanism)`` for SASL PLAIN or SCRAM. Producer settings: ``acks``
-    (``"all"`` by default: a publish returns once every in-sync replica has it),
-    ``compression_type``, ``linger_ms``, ``enable_idempotence`` (off by default: not every
-    Kafka-protocol broker supports it). Consumer defaults, overridable per subscriber:
-    ``session_timeout_ms``, ``heartbeat_interval_ms``, ``max_poll_interval_ms``,
-    ``auto_offset_reset``. ``topics`` are created when the transport connects.
+    """A connection to a Kafka cluster: ``KafkaTransport("host:9092,host2:9092")``, with
+    the options of :class:`~fastapi_stream.kafka.KafkaOptions` (``sasl=Sasl(user,
+    password, mechanism)``, ``tls=True``, ``acks``, ``topics``...). ``topics`` are created
+    when the transport connects.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("kafka",)
@@ -137,27 +132,9 @@ class KafkaTransport(Transport):
     def __init__(
         self,
         bootstrap_servers: str | Sequence[str] = "localhost:9092",
-        *,
-        client_id: str = "fastapi-stream",
-        sasl: Sasl | None = None,
-        tls: bool | ssl.SSLContext = False,
-        request_timeout_ms: int = 40_000,
-        metadata_max_age_ms: int = 300_000,
-        acks: Literal[0, 1, "all"] = "all",
-        compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None,
-        linger_ms: int = 0,
-        enable_idempotence: bool = False,
-        publish_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        topics: Sequence[KafkaTopic] = (),
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3_000,
-        max_poll_interval_ms: int = 300_000,
-        auto_offset_reset: AutoOffsetReset = "latest",
-        reply_topic_prefix: str = "fastapi-stream.replies",
-        producer_options: Mapping[str, Any] | None = None,
-        consumer_options: Mapping[str, Any] | None = None,
+        **options: Unpack[KafkaOptions],
     ) -> None:
+        check_options(type(self).__name__, options, KafkaOptions.__optional_keys__)
         servers = (
             [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
             if isinstance(bootstrap_servers, str)
@@ -170,39 +147,43 @@ class KafkaTransport(Transport):
                 "bootstrap servers are host:port pairs; give credentials as sasl=Sasl(...) "
                 "(or use a kafka://user:password@host:9092 URL with StreamRouter)"
             )
+        auto_offset_reset = options.get("auto_offset_reset", "latest")
         if auto_offset_reset not in ("latest", "earliest"):
             raise ConfigurationError("auto_offset_reset must be 'latest' or 'earliest'")
         self.servers = servers
-        self.client_id = client_id
-        self.publish_timeout = publish_timeout
-        self.connect_timeout = connect_timeout
-        self.topics = list(topics)
-        self.reply_topic_prefix = reply_topic_prefix
+        self.client_id = options.get("client_id", "fastapi-stream")
+        self.publish_timeout = options.get("publish_timeout", 10.0)
+        self.connect_timeout = options.get("connect_timeout", 10.0)
+        self.topics = list(options.get("topics", ()))
+        self.reply_topic_prefix = options.get("reply_topic_prefix", "fastapi-stream.replies")
         self._common: dict[str, Any] = {
             "bootstrap_servers": servers,
-            "client_id": client_id,
-            "request_timeout_ms": request_timeout_ms,
-            "metadata_max_age_ms": metadata_max_age_ms,
-            **security_settings(sasl, tls, self.describe()),
+            "client_id": self.client_id,
+            "request_timeout_ms": options.get("request_timeout_ms", 40_000),
+            "metadata_max_age_ms": options.get("metadata_max_age_ms", 300_000),
+            **security_settings(options.get("sasl"), options.get("tls", False), self.describe()),
         }
         self._producer_options: dict[str, Any] = {
-            "acks": acks,
-            "compression_type": compression_type,
-            "linger_ms": linger_ms,
-            "enable_idempotence": enable_idempotence,
-            **(producer_options or {}),
+            "acks": options.get("acks", "all"),
+            "compression_type": options.get("compression_type"),
+            "linger_ms": options.get("linger_ms", 0),
+            "enable_idempotence": options.get("enable_idempotence", False),
+            **(options.get("producer_options") or {}),
         }
+        session_timeout_ms = options.get("session_timeout_ms", 10_000)
+        # aiokafka settings the user passed: the reply consumer takes them too (a shorter
+        # fetch_max_wait_ms, say, where the broker answers a waiting fetch only at its end).
+        self._passed_consumer_options = dict(options.get("consumer_options") or {})
         self._consumer_options: dict[str, Any] = {
             "session_timeout_ms": session_timeout_ms,
             # Kafka wants several heartbeats per session timeout.
-            "heartbeat_interval_ms": min(heartbeat_interval_ms, max(1, session_timeout_ms // 3)),
-            "max_poll_interval_ms": max_poll_interval_ms,
+            "heartbeat_interval_ms": min(
+                options.get("heartbeat_interval_ms", 3_000), max(1, session_timeout_ms // 3)
+            ),
+            "max_poll_interval_ms": options.get("max_poll_interval_ms", 300_000),
             "auto_offset_reset": auto_offset_reset,
-            **(consumer_options or {}),
+            **self._passed_consumer_options,
         }
-        # aiokafka settings the user passed: the reply consumer takes them too (a shorter
-        # fetch_max_wait_ms, say, where the broker answers a waiting fetch only at its end).
-        self._passed_consumer_options = dict(consumer_options or {})
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._consumers: list[KafkaSubscription] = []

@@ -12,11 +12,17 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
         'fastapi_stream.mqtt needs zmqtt: pip install "fastapi-stream[mqtt]"'
     ) from exc
 
-from fastapi_stream.mqtt.options import MqttPublishOptions, MqttSubscriberOptions, QoSLevel
+from fastapi_stream.mqtt.options import (
+    MqttOptions,
+    MqttPublishOptions,
+    MqttSubscriberOptions,
+    QoSLevel,
+)
 from fastapi_stream.mqtt.router import MqttRouter
 from fastapi_stream.mqtt.routing import MqttRouting
 
 __all__ = [
+    "MqttOptions",
     "MqttPublishOptions",
     "MqttRouter",
     "MqttRouting",

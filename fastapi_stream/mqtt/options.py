@@ -1,5 +1,6 @@
-"""MQTT options, declared once: what ``MqttRouter.subscriber``/``publisher`` take and what
-the transport reads from ``spec.options`` and ``message.options``.
+"""MQTT options, declared once: the connection's (:class:`MqttOptions`, taken by
+``MqttTransport`` and ``MqttRouter``), what ``MqttRouter.subscriber``/``publisher`` take
+and what the transport reads from ``spec.options`` and ``message.options``.
 
 * ``qos``: 0, 1 or 2 for a subscriber (the most the broker may use towards it) and for a
   publish; the transport's default (1) when absent;
@@ -10,15 +11,42 @@ the transport reads from ``spec.options`` and ``message.options``.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 from fastapi_stream.core.errors import ConfigurationError
 
-__all__ = ["QOS_LEVELS", "MqttPublishOptions", "MqttSubscriberOptions", "QoSLevel", "qos_of"]
+__all__ = [
+    "QOS_LEVELS",
+    "MqttOptions",
+    "MqttPublishOptions",
+    "MqttSubscriberOptions",
+    "QoSLevel",
+    "qos_of",
+]
 
 QoSLevel = Literal[0, 1, 2]
 QOS_LEVELS: tuple[QoSLevel, ...] = (0, 1, 2)
+
+
+class MqttOptions(TypedDict, total=False):
+    """The connection's options, keyword arguments of ``MqttTransport`` and ``MqttRouter``
+    (defaults in brackets)."""
+
+    #: Makes every subscriber's session persistent; replicas need different ids (a pod
+    #: name) [the URL's ``?client_id=``, else none: random ids, clean sessions].
+    client_id: str | None
+    #: ``"5.0"`` or ``"3.1.1"`` [the URL's ``?version=``, else ``"5.0"``].
+    version: str | None
+    qos: QoSLevel  #: The default QoS of subscribers and publishes [1].
+    #: Seconds a persistent session outlives its connection [3600].
+    session_expiry: int
+    keepalive: int  #: Seconds [60].
+    publish_timeout: float  #: Seconds a publish waits for its acknowledgement [5].
+    connect_timeout: float  #: [5]
+    #: TLS settings [a default context for ``mqtts://``, else none].
+    tls: ssl.SSLContext | None
 
 
 class MqttSubscriberOptions(TypedDict, total=False):

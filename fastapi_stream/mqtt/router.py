@@ -3,15 +3,15 @@ take MQTT's own options: ``qos``, ``retain`` and ``expiry``."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.options import split_options
 from fastapi_stream.core.publisher import Publisher
-from fastapi_stream.mqtt.options import QoSLevel, qos_of
+from fastapi_stream.mqtt.options import MqttOptions, QoSLevel, qos_of
 from fastapi_stream.mqtt.transport import MqttTransport
-from fastapi_stream.router import StreamRouter
+from fastapi_stream.router import RouterOptions, StreamRouter
 
 __all__ = ["MqttRouter"]
 
@@ -19,9 +19,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class MqttRouterOptions(MqttOptions, RouterOptions, total=False):
+    """``MqttRouter``'s keyword arguments: the connection's and the router's."""
+
+
 class MqttRouter(StreamRouter):
     """A :class:`StreamRouter` connected to the MQTT broker at ``url``.
 
+    The connection's keyword arguments are :class:`~fastapi_stream.mqtt.MqttOptions`:
     ``client_id`` gives every subscriber a persistent session (at-least-once across
     restarts; replicas need different ids), ``version`` is ``"5.0"`` or ``"3.1.1"``,
     ``qos`` the default QoS of subscribers and publishes. Every other argument is
@@ -29,31 +34,10 @@ class MqttRouter(StreamRouter):
     """
 
     def __init__(
-        self,
-        url: str = "mqtt://localhost:1883",
-        *,
-        client_id: str | None = None,
-        version: str | None = None,
-        qos: QoSLevel = 1,
-        session_expiry: int = 3600,
-        keepalive: int = 60,
-        publish_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        tls: ssl.SSLContext | None = None,
-        **options: Any,
+        self, url: str = "mqtt://localhost:1883", **options: Unpack[MqttRouterOptions]
     ) -> None:
-        transport = MqttTransport(
-            url,
-            client_id=client_id,
-            version=version,
-            qos=qos,
-            session_expiry=session_expiry,
-            keepalive=keepalive,
-            publish_timeout=publish_timeout,
-            connect_timeout=connect_timeout,
-            tls=tls,
-        )
-        super().__init__(transport, **options)
+        connection, router = split_options(options, MqttOptions.__optional_keys__)
+        super().__init__(MqttTransport(url, **connection), **router)
 
     def subscriber(
         self, channel: str | None = None, *, qos: QoSLevel | None = None, **options: Any

@@ -21,7 +21,7 @@ import logging
 import ssl
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Unpack
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from zmqtt import MQTTClient, MQTTDisconnectedError, MQTTError, QoS, ReconnectConfig
@@ -35,11 +35,17 @@ from fastapi_stream.core.errors import (
     client_errors,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
-from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
+from fastapi_stream.core.transport import (
+    Deliver,
+    Subscription,
+    SubscriptionSpec,
+    Transport,
+)
 from fastapi_stream.core.url import redact
 from fastapi_stream.mqtt.consume import MqttSubscription
-from fastapi_stream.mqtt.options import QoSLevel, qos_of
+from fastapi_stream.mqtt.options import MqttOptions, QoSLevel, qos_of
 from fastapi_stream.mqtt.routing import MqttRouting, shared_filter
 from fastapi_stream.mqtt.wire import message_of, payload_of
 
@@ -62,29 +68,18 @@ class MqttTransport(Transport):
     Replicas need different client ids (a pod name). Without one, every connection gets
     a random id and a clean session. ``version`` is ``"5.0"`` (the default) or ``"3.1.1"``;
     ``qos`` is the default QoS of subscribers and publishes. The URL may carry
-    ``?client_id=...&version=3.1.1``.
+    ``?client_id=...&version=3.1.1``. The options are :class:`~fastapi_stream.mqtt.MqttOptions`.
     """
 
     schemes = ("mqtt", "mqtts")
 
-    def __init__(
-        self,
-        url: str = "mqtt://localhost:1883",
-        *,
-        client_id: str | None = None,
-        version: str | None = None,
-        qos: QoSLevel = 1,
-        session_expiry: int = 3600,
-        keepalive: int = 60,
-        publish_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
+    def __init__(self, url: str = "mqtt://localhost:1883", **options: Unpack[MqttOptions]) -> None:
+        check_options(type(self).__name__, options, MqttOptions.__optional_keys__)
         parts = urlsplit(url)
         if parts.scheme not in self.schemes:
             raise ConfigurationError(f"an MQTT URL starts with mqtt:// or mqtts://, not {url!r}")
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        chosen = version or query.get("version", "5.0")
+        chosen = options.get("version") or query.get("version", "5.0")
         if chosen not in _VERSIONS:
             raise ConfigurationError(f"MQTT version must be '5.0' or '3.1.1', not {chosen!r}")
         self.url = url
@@ -92,15 +87,17 @@ class MqttTransport(Transport):
         self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
-        self.tls = tls or (ssl.create_default_context() if parts.scheme == "mqtts" else None)
-        self.client_id = client_id or query.get("client_id")
+        self.tls = options.get("tls") or (
+            ssl.create_default_context() if parts.scheme == "mqtts" else None
+        )
+        self.client_id = options.get("client_id") or query.get("client_id")
         self.version: Version = _VERSIONS[chosen]
         self.v5 = self.version == "5.0"
-        self.qos: QoSLevel = qos_of({"qos": qos}, 1)
-        self.session_expiry = session_expiry
-        self.keepalive = keepalive
-        self.publish_timeout = publish_timeout
-        self.connect_timeout = connect_timeout
+        self.qos: QoSLevel = qos_of(options, 1)
+        self.session_expiry = options.get("session_expiry", 3600)
+        self.keepalive = options.get("keepalive", 60)
+        self.publish_timeout = options.get("publish_timeout", 5.0)
+        self.connect_timeout = options.get("connect_timeout", 5.0)
         self._routing = MqttRouting()
         self._client: MQTTClient | None = None
         self._lock = asyncio.Lock()

@@ -1,11 +1,13 @@
-"""NATS and JetStream options, declared once: the router's keyword arguments, the
-subscriber ``options`` the transport reads, and the publish options.
+"""NATS and JetStream options, declared once: the connection's (:class:`NatsOptions`,
+taken by ``NatsTransport`` and ``NatsRouter``), the subscriber ``options`` the transport
+reads, and the publish options.
 
 The names follow FastStream's NATS broker (``stream=``, ``durable=``, ``kv_watch=``...).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypedDict
@@ -14,6 +16,7 @@ __all__ = [
     "DeliverPolicy",
     "JStream",
     "KvWatch",
+    "NatsOptions",
     "NatsPublishOptions",
     "NatsSubscriberOptions",
     "PullSub",
@@ -62,6 +65,31 @@ class KvWatch:
     declare: bool = True
     include_history: bool = False
     ignore_deletes: bool = False
+
+
+class NatsOptions(TypedDict, total=False):
+    """The connection's options, keyword arguments of ``NatsTransport`` and ``NatsRouter``
+    (defaults in brackets). Credentials go in the URL (``nats://user:pass@host``,
+    ``nats://token@host``) or in ``user``/``password``, ``token``, ``nkeys_seed`` or
+    ``user_credentials`` (a creds file); those and ``name``, ``tls``, ``tls_hostname`` are
+    nats-py's ``connect`` options, as is any other keyword a ``NatsTransport`` is given."""
+
+    #: A default JetStream stream: declared at connect, used by every subscriber that
+    #: names no stream of its own; publishes to its subjects wait for JetStream's ack.
+    stream: str | JStream | None
+    connect_timeout: float  #: Seconds the first connection may take [5].
+    publish_timeout: float  #: Seconds a JetStream publish waits for its ack [5].
+    #: ``-1``: reconnect forever, where nats-py gives up after 60 attempts [-1].
+    max_reconnect_attempts: int
+    reconnect_time_wait: float  #: Seconds between reconnect attempts [2].
+    name: str | None
+    user: str | None
+    password: str | None
+    token: str | None
+    nkeys_seed: str | None
+    user_credentials: str | None
+    tls: ssl.SSLContext | None
+    tls_hostname: str | None
 
 
 class NatsSubscriberOptions(TypedDict, total=False):

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.options import split_options
 from fastapi_stream.core.publisher import Publisher
-from fastapi_stream.nats.options import DeliverPolicy, JStream, KvWatch, PullSub
+from fastapi_stream.nats.options import DeliverPolicy, JStream, KvWatch, NatsOptions, PullSub
 from fastapi_stream.nats.transport import KeyValue, NatsTransport
-from fastapi_stream.router import StreamRouter
+from fastapi_stream.router import RouterOptions, StreamRouter
 
 __all__ = ["NatsRouter"]
 
@@ -23,59 +23,31 @@ def _given(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+class NatsRouterOptions(NatsOptions, RouterOptions, total=False):
+    """``NatsRouter``'s keyword arguments: the connection's and the router's."""
+
+
 class NatsRouter(StreamRouter):
     """A ``StreamRouter`` connected to NATS.
 
-    ``servers`` is one URL or several (``"nats://a:4222,nats://b:4222"`` or a list);
-    credentials go in the URL (``nats://user:pass@host``, ``nats://token@host``) or in
-    ``user``/``password``, ``token``, ``nkeys_seed`` or ``user_credentials`` (a creds
-    file). ``stream`` makes JetStream the default: every subscriber without a stream of
-    its own consumes from it, and publishes to its subjects wait for JetStream's ack.
-
-    The client reconnects forever (``max_reconnect_attempts=-1``) every
-    ``reconnect_time_wait`` seconds and logs each disconnect; ``connect_timeout`` bounds
-    the first connection. Other keyword arguments are :class:`StreamRouter`'s
+    ``servers`` is one URL or several (``"nats://a:4222,nats://b:4222"`` or a list). The
+    connection's keyword arguments are :class:`~fastapi_stream.nats.NatsOptions`:
+    credentials, ``stream`` (a default JetStream stream: every subscriber without a
+    stream of its own consumes from it, and publishes to its subjects wait for
+    JetStream's ack), reconnecting (forever by default, every ``reconnect_time_wait``
+    seconds, each disconnect logged) and ``connect_timeout``, which bounds the first
+    connection. Other keyword arguments are :class:`StreamRouter`'s
     (``graceful_timeout``, ``retry``, ``dead_letter``, ``prefix``...).
     """
 
     def __init__(
         self,
         servers: str | Sequence[str] = "nats://localhost:4222",
-        *,
-        stream: str | JStream | None = None,
-        name: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        nkeys_seed: str | None = None,
-        user_credentials: str | None = None,
-        tls: ssl.SSLContext | None = None,
-        tls_hostname: str | None = None,
-        connect_timeout: float = 5.0,
-        publish_timeout: float = 5.0,
-        max_reconnect_attempts: int = -1,
-        reconnect_time_wait: float = 2.0,
-        **router_options: Any,
+        **options: Unpack[NatsRouterOptions],
     ) -> None:
-        self.transport = NatsTransport(
-            servers,
-            stream=stream,
-            connect_timeout=connect_timeout,
-            publish_timeout=publish_timeout,
-            max_reconnect_attempts=max_reconnect_attempts,
-            reconnect_time_wait=reconnect_time_wait,
-            **_given(
-                name=name,
-                user=user,
-                password=password,
-                token=token,
-                nkeys_seed=nkeys_seed,
-                user_credentials=user_credentials,
-                tls=tls,
-                tls_hostname=tls_hostname,
-            ),
-        )
-        super().__init__(self.transport, **router_options)
+        connection, router = split_options(options, NatsOptions.__optional_keys__)
+        self.transport = NatsTransport(servers, **connection)
+        super().__init__(self.transport, **router)
 
     def subscriber(
         self,

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext, JetStreamManager, api
@@ -31,7 +31,12 @@ from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.transport import Deliver, Routing, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.nats.consume import JetStreamSubscription, KvSubscription, NatsSubscription
-from fastapi_stream.nats.options import JStream, NatsPublishOptions, NatsSubscriberOptions
+from fastapi_stream.nats.options import (
+    JStream,
+    NatsOptions,
+    NatsPublishOptions,
+    NatsSubscriberOptions,
+)
 from fastapi_stream.nats.wire import (
     NatsMessage,
     NatsRouting,
@@ -52,7 +57,8 @@ _STREAM_EXISTS = 10058  # JetStream: "stream name already in use with a differen
 
 
 class NatsTransport(Transport):
-    """A nats-py connection serving ``nats://`` URLs (``tls://`` server URLs work too).
+    """A nats-py connection serving ``nats://`` URLs (``tls://`` server URLs work too),
+    with the options of :class:`~fastapi_stream.nats.NatsOptions`.
 
     It reconnects forever by default (``max_reconnect_attempts=-1``, where nats-py gives
     up after 60 attempts) and logs every disconnect and reconnect. ``stream`` is a
@@ -65,24 +71,21 @@ class NatsTransport(Transport):
     def __init__(
         self,
         servers: str | Sequence[str] = "nats://localhost:4222",
-        *,
-        stream: str | JStream | None = None,
-        connect_timeout: float = 5.0,
-        publish_timeout: float = 5.0,
-        max_reconnect_attempts: int = -1,
-        reconnect_time_wait: float = 2.0,
-        **client_options: Any,
+        **options: Unpack[NatsOptions],
     ) -> None:
         if isinstance(servers, str):
             servers = [s.strip() for s in servers.split(",") if s.strip()]
         self.servers = list(servers)
-        self.stream = stream
-        self.connect_timeout = connect_timeout
-        self.publish_timeout = publish_timeout
+        client_options: dict[str, Any] = {
+            key: value for key, value in options.items() if value is not None
+        }
+        self.stream: str | JStream | None = client_options.pop("stream", None)
+        self.connect_timeout: float = client_options.pop("connect_timeout", 5.0)
+        self.publish_timeout: float = client_options.pop("publish_timeout", 5.0)
         self.client_options: dict[str, Any] = {
-            "max_reconnect_attempts": max_reconnect_attempts,
-            "reconnect_time_wait": reconnect_time_wait,
-            "connect_timeout": min(connect_timeout, 2.0),
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 2.0,
+            "connect_timeout": min(self.connect_timeout, 2.0),
             **client_options,
         }
         self._nc: Client | None = None
@@ -93,8 +96,8 @@ class NatsTransport(Transport):
         self.generation = 0
         self._subscriptions: dict[NatsSubscription, None] = {}
         self._streams: dict[str, JStream] = {}
-        if isinstance(stream, JStream):
-            self._streams[stream.name] = stream
+        if isinstance(self.stream, JStream):
+            self._streams[self.stream.name] = self.stream
 
     @classmethod
     def from_url(cls, url: str) -> NatsTransport:

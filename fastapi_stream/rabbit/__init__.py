@@ -14,6 +14,7 @@ from fastapi_stream.rabbit.options import (
     PublishOptions,
     QueueType,
     RabbitExchange,
+    RabbitOptions,
     RabbitQueue,
 )
 from fastapi_stream.rabbit.router import RabbitRouter
@@ -25,6 +26,7 @@ __all__ = [
     "QueueType",
     "RabbitExchange",
     "RabbitMessage",
+    "RabbitOptions",
     "RabbitQueue",
     "RabbitRouter",
     "RabbitRouting",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -27,6 +28,7 @@ __all__ = [
     "PublishOptions",
     "QueueType",
     "RabbitExchange",
+    "RabbitOptions",
     "RabbitQueue",
     "as_exchange",
     "binding_for",
@@ -99,6 +101,26 @@ class RabbitQueue:
         if self.queue_type is not QueueType.CLASSIC:
             arguments["x-queue-type"] = self.queue_type.value
         return arguments
+
+
+class RabbitOptions(TypedDict, total=False):
+    """The connection's options, keyword arguments of ``RabbitTransport`` and
+    ``RabbitRouter`` (defaults in brackets)."""
+
+    #: Where publishes go and subscribers bind unless they name their own exchange; a
+    #: topic exchange makes channel names behave like topics on other brokers [``None``:
+    #: RabbitMQ's default exchange, which routes by queue name].
+    exchange: str | RabbitExchange | None
+    #: Given to every queue a subscriber declares by name, say
+    #: ``{"x-queue-type": "quorum"}`` [none].
+    queue_arguments: Mapping[str, Any] | None
+    publish_timeout: float  #: Seconds a publish waits for its confirm [10].
+    connect_timeout: float  #: [10]
+    reconnect_interval: float  #: Seconds between reconnect attempts [1].
+    #: Shown by ``rabbitmqctl list_connections`` and the management UI
+    #: [``"fastapi-stream {host}:{pid}"``].
+    connection_name: str | None
+    ssl_context: ssl.SSLContext | None  #: For ``amqps://`` [aio-pika's default].
 
 
 class PublishOptions(TypedDict, total=False):

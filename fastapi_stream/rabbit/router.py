@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 from fastapi_stream.core.channel import ChannelPattern
 from fastapi_stream.core.endpoint import Endpoint
+from fastapi_stream.core.options import split_options
 from fastapi_stream.core.publisher import Publisher
-from fastapi_stream.rabbit.options import RabbitExchange, RabbitQueue, as_exchange
+from fastapi_stream.rabbit.options import RabbitExchange, RabbitOptions, RabbitQueue, as_exchange
 from fastapi_stream.rabbit.transport import RabbitTransport
-from fastapi_stream.router import StreamRouter
+from fastapi_stream.router import RouterOptions, StreamRouter
 
 __all__ = ["RabbitRouter"]
 
@@ -19,39 +19,27 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class RabbitRouterOptions(RabbitOptions, RouterOptions, total=False):
+    """``RabbitRouter``'s keyword arguments: the connection's and the router's."""
+
+
 class RabbitRouter(StreamRouter):
     """A StreamRouter on RabbitMQ at ``url``.
 
+    The connection's keyword arguments are :class:`~fastapi_stream.rabbit.RabbitOptions`:
     ``exchange`` is the exchange publishes go to and subscribers bind to unless they name
     their own (``None``: RabbitMQ's default exchange, which routes by queue name);
     ``queue_arguments`` go to every queue declared by name. The other keyword arguments
-    are :class:`RabbitTransport`'s and :class:`~fastapi_stream.StreamRouter`'s.
+    are :class:`~fastapi_stream.StreamRouter`'s.
     """
 
     def __init__(
         self,
         url: str = "amqp://guest:guest@localhost:5672/",
-        *,
-        exchange: str | RabbitExchange | None = None,
-        queue_arguments: Mapping[str, Any] | None = None,
-        publish_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        reconnect_interval: float = 1.0,
-        connection_name: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        **router_options: Any,
+        **options: Unpack[RabbitRouterOptions],
     ) -> None:
-        transport = RabbitTransport(
-            url,
-            exchange=exchange,
-            queue_arguments=queue_arguments,
-            publish_timeout=publish_timeout,
-            connect_timeout=connect_timeout,
-            reconnect_interval=reconnect_interval,
-            connection_name=connection_name,
-            ssl_context=ssl_context,
-        )
-        super().__init__(transport, **router_options)
+        connection, router = split_options(options, RabbitOptions.__optional_keys__)
+        super().__init__(RabbitTransport(url, **connection), **router)
 
     def subscriber(  # type: ignore[override]
         self,

@@ -14,9 +14,8 @@ import asyncio
 import logging
 import os
 import socket
-import ssl
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Unpack
 
 import aio_pika
 import aiormq
@@ -40,14 +39,21 @@ from fastapi_stream.core.errors import (
     reason,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
-from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
+from fastapi_stream.core.transport import (
+    Deliver,
+    Subscription,
+    SubscriptionSpec,
+    Transport,
+)
 from fastapi_stream.core.url import redact
 from fastapi_stream.rabbit.options import (
     DIRECT_REPLY_TO,
     Binding,
     QueueType,
     RabbitExchange,
+    RabbitOptions,
     RabbitQueue,
     as_exchange,
     binding_for,
@@ -106,40 +112,28 @@ def _client_error(
 
 
 class RabbitTransport(Transport):
-    """RabbitMQ at ``url`` (``amqp://user:password@host:5672/vhost``, or ``amqps://``).
-
-    ``exchange`` is where publishes go and subscribers bind unless they name their own
-    exchange; ``None`` is RabbitMQ's default exchange, which routes by queue name. A
-    topic exchange here makes channel names behave like topics on other brokers.
-    ``queue_arguments`` are given to every queue a subscriber declares by name (say
-    ``{"x-queue-type": "quorum"}``). ``connection_name`` is shown by ``rabbitmqctl
-    list_connections`` and the management UI.
-    """
+    """RabbitMQ at ``url`` (``amqp://user:password@host:5672/vhost``, or ``amqps://``),
+    with the options of :class:`~fastapi_stream.rabbit.RabbitOptions` (``exchange``,
+    ``queue_arguments``, ``connection_name``...)."""
 
     schemes = ("amqp", "amqps")
 
     def __init__(
         self,
         url: str = "amqp://guest:guest@localhost:5672/",
-        *,
-        exchange: str | RabbitExchange | None = None,
-        queue_arguments: Mapping[str, Any] | None = None,
-        publish_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        reconnect_interval: float = 1.0,
-        connection_name: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        **options: Unpack[RabbitOptions],
     ) -> None:
+        check_options(type(self).__name__, options, RabbitOptions.__optional_keys__)
         self.url = url
-        self.exchange = as_exchange(exchange)
-        self.queue_arguments = dict(queue_arguments or {})
-        self.publish_timeout = publish_timeout
-        self.connect_timeout = connect_timeout
-        self.reconnect_interval = reconnect_interval
+        self.exchange = as_exchange(options.get("exchange"))
+        self.queue_arguments = dict(options.get("queue_arguments") or {})
+        self.publish_timeout = options.get("publish_timeout", 10.0)
+        self.connect_timeout = options.get("connect_timeout", 10.0)
+        self.reconnect_interval = options.get("reconnect_interval", 1.0)
         self.connection_name = (
-            connection_name or f"fastapi-stream {socket.gethostname()}:{os.getpid()}"
+            options.get("connection_name") or f"fastapi-stream {socket.gethostname()}:{os.getpid()}"
         )
-        self.ssl_context = ssl_context
+        self.ssl_context = options.get("ssl_context")
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._declared: set[str] = set()  # exchanges declared on the publishing channel

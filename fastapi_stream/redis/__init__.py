@@ -15,6 +15,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
 from fastapi_stream.redis.options import (
     ListSub,
     PubSub,
+    RedisOptions,
     RedisPublishOptions,
     RedisSubscriberOptions,
     StreamSub,
@@ -25,6 +26,7 @@ from fastapi_stream.redis.routing import RedisRouting
 __all__ = [
     "ListSub",
     "PubSub",
+    "RedisOptions",
     "RedisPublishOptions",
     "RedisRouter",
     "RedisRouting",

@@ -1,5 +1,6 @@
-"""Redis options, declared once: what ``RedisRouter.subscriber``/``publisher`` take and
-what the transport reads from ``spec.options`` and ``message.options``.
+"""Redis options, declared once: the connection's (:class:`RedisOptions`, taken by
+``RedisTransport`` and ``RedisRouter``), what ``RedisRouter.subscriber``/``publisher``
+take and what the transport reads from ``spec.options`` and ``message.options``.
 
 The names follow FastStream's Redis broker: ``channel=`` (pub/sub), ``list=`` (a work
 queue) and ``stream=`` (consumer groups) pick the kind of a subscription or a publish.
@@ -21,6 +22,7 @@ __all__ = [
     "Kind",
     "ListSub",
     "PubSub",
+    "RedisOptions",
     "RedisPublishOptions",
     "RedisSubscriberOptions",
     "StreamSub",
@@ -29,6 +31,23 @@ __all__ = [
 
 Kind = Literal["pubsub", "list", "stream"]
 KINDS: tuple[Kind, ...] = ("pubsub", "list", "stream")
+
+
+class RedisOptions(TypedDict, total=False):
+    """The connection's options, keyword arguments of ``RedisTransport`` and
+    ``RedisRouter`` (defaults in brackets)."""
+
+    #: What a bare name means to subscribers and publishes that choose no kind: a
+    #: ``channel`` given as a string, a publish without a kind, a handler's result
+    #: [``"pubsub"``, as in FastStream].
+    default_kind: Kind
+    #: Seconds that bound every publish and settlement [5].
+    publish_timeout: float
+    connect_timeout: float  #: [5]
+    #: Seconds a list or stream consumer may stay silent before its unsettled messages
+    #: go to other consumers [30].
+    min_idle_time: float
+    client_name: str  #: Names the connections in ``CLIENT LIST`` [``"fastapi-stream"``].
 
 
 @dataclass(frozen=True, slots=True)

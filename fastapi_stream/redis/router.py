@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.options import split_options
 from fastapi_stream.core.publisher import Publisher
-from fastapi_stream.redis.options import Kind, ListSub, PubSub, StreamSub
+from fastapi_stream.redis.options import ListSub, PubSub, RedisOptions, StreamSub
 from fastapi_stream.redis.transport import RedisTransport
-from fastapi_stream.router import StreamRouter
+from fastapi_stream.router import RouterOptions, StreamRouter
 
 __all__ = ["RedisRouter"]
 
@@ -19,37 +20,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class RedisRouterOptions(RedisOptions, RouterOptions, total=False):
+    """``RedisRouter``'s keyword arguments: the connection's and the router's."""
+
+
 class RedisRouter(StreamRouter):
     """A :class:`StreamRouter` connected to Redis at ``url``.
 
-    ``default_kind`` is what a bare name means (``"pubsub"``, as in FastStream): a
-    ``channel`` given as a string to ``subscriber``/``publisher``, a publish without a
-    kind, a handler's result.
-    ``min_idle_time`` (seconds) is how long a list or stream consumer may stay silent
-    before its unsettled messages go to other consumers; ``publish_timeout`` bounds every
+    The connection's keyword arguments are :class:`~fastapi_stream.redis.RedisOptions`:
+    ``default_kind`` is what a bare name means (``"pubsub"``, as in FastStream),
+    ``min_idle_time`` (seconds) how long a list or stream consumer may stay silent before
+    its unsettled messages go to other consumers, ``publish_timeout`` bounds every
     publish and settlement. Every other argument is :class:`StreamRouter`'s.
     """
 
     def __init__(
-        self,
-        url: str = "redis://localhost:6379",
-        *,
-        default_kind: Kind = "pubsub",
-        publish_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        min_idle_time: float = 30.0,
-        client_name: str = "fastapi-stream",
-        **options: Any,
+        self, url: str = "redis://localhost:6379", **options: Unpack[RedisRouterOptions]
     ) -> None:
-        transport = RedisTransport(
-            url,
-            default_kind=default_kind,
-            publish_timeout=publish_timeout,
-            connect_timeout=connect_timeout,
-            min_idle_time=min_idle_time,
-            client_name=client_name,
-        )
-        super().__init__(transport, **options)
+        connection, router = split_options(options, RedisOptions.__optional_keys__)
+        super().__init__(RedisTransport(url, **connection), **router)
 
     def subscriber(
         self,

@@ -15,7 +15,7 @@ import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -31,11 +31,17 @@ from fastapi_stream.core.errors import (
     client_errors,
 )
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
-from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
+from fastapi_stream.core.transport import (
+    Deliver,
+    Subscription,
+    SubscriptionSpec,
+    Transport,
+)
 from fastapi_stream.core.url import redact
 from fastapi_stream.redis.consume import ListSubscription, PubSubscription, StreamSubscription
-from fastapi_stream.redis.options import KINDS, Kind, PubSub
+from fastapi_stream.redis.options import KINDS, Kind, PubSub, RedisOptions
 from fastapi_stream.redis.routing import RedisRouting
 from fastapi_stream.redis.wire import stream_fields
 
@@ -71,34 +77,25 @@ def _command(client: Any, kind: Kind, message: OutgoingMessage) -> Any:
 
 
 class RedisTransport(Transport):
-    """A connection to Redis (``redis://host:6379/0``, ``rediss://`` for TLS).
-
-    ``default_kind`` is what a bare name means to subscribers and publishes that choose
-    no kind (``"pubsub"``, as in FastStream). ``min_idle_time`` (seconds) is
-    how long a list or stream consumer may stay silent before its unsettled messages are
-    given to others. ``client_name`` names the connections in ``CLIENT LIST``.
-    """
+    """A connection to Redis (``redis://host:6379/0``, ``rediss://`` for TLS), with the
+    options of :class:`~fastapi_stream.redis.RedisOptions` (``default_kind``,
+    ``min_idle_time``, ``client_name``...)."""
 
     schemes = ("redis", "rediss")
 
     def __init__(
-        self,
-        url: str = "redis://localhost:6379",
-        *,
-        default_kind: Kind = "pubsub",
-        publish_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
-        min_idle_time: float = 30.0,
-        client_name: str = "fastapi-stream",
+        self, url: str = "redis://localhost:6379", **options: Unpack[RedisOptions]
     ) -> None:
+        check_options(type(self).__name__, options, RedisOptions.__optional_keys__)
+        default_kind = options.get("default_kind", "pubsub")
         if default_kind not in KINDS:
             raise ValueError(f"default_kind must be one of {KINDS}, not {default_kind!r}")
         self.url = url
         self.default_kind: Kind = default_kind
-        self.publish_timeout = publish_timeout
-        self.connect_timeout = connect_timeout
-        self.min_idle_time = min_idle_time
-        self.client_name = client_name
+        self.publish_timeout = options.get("publish_timeout", 5.0)
+        self.connect_timeout = options.get("connect_timeout", 5.0)
+        self.min_idle_time = options.get("min_idle_time", 30.0)
+        self.client_name = options.get("client_name", "fastapi-stream")
         self._routing = RedisRouting(default_kind)
         self._client: aioredis.Redis | None = None
         self._inbox_name = f"fastapi-stream.inbox.{uuid.uuid4().hex}"

@@ -1,0 +1,27 @@
+"""Keyword options declared once, as a ``TypedDict`` per broker connection (``KafkaOptions``,
+``RabbitOptions``...): the transport takes them as ``**options: Unpack[...]`` and checks
+them here; a broker's router takes them beside its own and splits them here."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+__all__ = ["check_options", "split_options"]
+
+
+def check_options(owner: str, options: Mapping[str, Any], declared: Collection[str]) -> None:
+    """Refuse the keywords in ``options`` that ``owner`` does not declare (its options
+    ``TypedDict``'s keys), as a signature would."""
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise TypeError(f"{owner} got unexpected option(s) {unknown}; it takes {sorted(declared)}")
+
+
+def split_options(
+    options: Mapping[str, Any], declared: Collection[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``options`` in two: those in ``declared`` (a connection's, say
+    ``KafkaOptions.__optional_keys__``) and the others (the router's)."""
+    mine = {key: value for key, value in options.items() if key in declared}
+    return mine, {key: value for key, value in options.items() if key not in declared}
