@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from pydantic import BaseModel
+
+from bench.harness import Implementation
 
 __all__ = [
     "BODY",
@@ -19,7 +24,9 @@ __all__ = [
     "Receipt",
     "Request",
     "elapsed",
+    "fresh",
     "receipt",
+    "request_replies",
     "respond",
     "round_trips",
     "unique",
@@ -124,3 +131,32 @@ async def framework_responder(
         return reply.body  # type: ignore[no-any-return]
 
     return request, close
+
+
+@contextlib.asynccontextmanager
+async def _fresh_name(prefix: str) -> AsyncIterator[str]:
+    yield unique(prefix)
+
+
+def fresh(prefix: str) -> Callable[[], AbstractAsyncContextManager[str]]:
+    """A channel of its own for each run, named ``prefix`` and a unique suffix (for
+    brokers that need nothing made or removed around a run)."""
+    return functools.partial(_fresh_name, prefix)
+
+
+def request_replies(
+    serves: Mapping[str, Serve], channel: Callable[[], AbstractAsyncContextManager[str]]
+) -> dict[str, Implementation]:
+    """A request -> reply workload's implementations: for each ``serve``, ``n`` round
+    trips to the responder it starts on a channel that ``channel()`` makes for the run."""
+
+    async def run(n: int, *, serve: Serve) -> float:
+        async with channel() as name:
+            request, close = await serve(name)
+            try:
+                return await round_trips(n, request)
+            finally:
+                async with asyncio.timeout(TIMEOUT):
+                    await close()
+
+    return {impl: functools.partial(run, serve=serve) for impl, serve in serves.items()}

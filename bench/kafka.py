@@ -44,11 +44,10 @@ from bench.common import (
     Order,
     Receipt,
     Request,
-    Serve,
     Start,
     framework_responder,
     receipt,
-    round_trips,
+    request_replies,
     unique,
 )
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
@@ -276,14 +275,11 @@ def _three(*, out: bool = False) -> dict[str, Implementation]:
 # -- request -> reply: N requests, one after another, to a responder in a fresh group ------
 
 
-async def _request_run(n: int, *, serve: Serve) -> float:
+@contextlib.asynccontextmanager
+async def _rpc_topic() -> AsyncIterator[str]:
     topic = unique("bench-rpc")
     async with _topics(topic):
-        request, close = await serve(topic)
-        try:
-            return await round_trips(n, request)
-        finally:
-            await _closed(close)
+        yield topic
 
 
 async def raw_serve(topic: str) -> tuple[Request, Start]:
@@ -351,17 +347,16 @@ async def ours_serve(topic: str) -> tuple[Request, Start]:
     )
 
 
-def _serving() -> dict[str, Implementation]:
-    # FastStream 0.7.8: "Kafka doesn't support `request` method without test client."
-    return {
-        impl: functools.partial(_request_run, serve=serve)
-        for impl, serve in ((RAW, raw_serve), (OURS, ours_serve))
-    }
-
-
 def workloads() -> list[Workload]:
     return [
         Workload("Kafka", "consume -> validate -> ack", _three()),
         Workload("Kafka", "consume -> validate -> publish", _three(out=True)),
-        Workload("Kafka", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS),
+        Workload(
+            "Kafka",
+            "request -> reply round trip",
+            # FastStream 0.7.8: "Kafka doesn't support `request` method without test client."
+            request_replies({RAW: raw_serve, OURS: ours_serve}, _rpc_topic),
+            unit="req/s",
+            least=REQUESTS,
+        ),
     ]

@@ -42,12 +42,12 @@ from bench.common import (
     Prepare,
     Receipt,
     Request,
-    Serve,
     Start,
     elapsed,
     framework_responder,
+    fresh,
     receipt,
-    round_trips,
+    request_replies,
     unique,
 )
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
@@ -203,14 +203,6 @@ def _three(*, out: bool = False) -> dict[str, Implementation]:
 # -- request -> reply: N requests, one after another ---------------------------------------
 
 
-async def _request_run(n: int, *, serve: Serve) -> float:
-    request, close = await serve(unique("bench/rpc"))
-    try:
-        return await round_trips(n, request)
-    finally:
-        await close()
-
-
 async def raw_serve(topic: str) -> tuple[Request, Start]:
     """aiomqtt: a responder connection answering to each request's response topic with
     its correlation data, and a requester connection subscribed to its own reply topic
@@ -275,18 +267,17 @@ async def ours_serve(topic: str) -> tuple[Request, Start]:
     )
 
 
-def _serving() -> dict[str, Implementation]:
-    return {
-        name: functools.partial(_request_run, serve=serve)
-        for name, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
-    }
-
-
 def workloads() -> list[Workload]:
     return [
         Workload("MQTT (QoS 1)", "consume -> validate -> ack", _three()),
         Workload("MQTT (QoS 1)", "consume -> validate -> publish", _three(out=True)),
         Workload(
-            "MQTT (QoS 1)", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+            "MQTT (QoS 1)",
+            "request -> reply round trip",
+            request_replies(
+                {RAW: raw_serve, FASTSTREAM: faststream_serve, OURS: ours_serve}, fresh("bench/rpc")
+            ),
+            unit="req/s",
+            least=REQUESTS,
         ),
     ]

@@ -29,12 +29,12 @@ from bench.common import (
     Prepare,
     Receipt,
     Request,
-    Serve,
     Start,
     elapsed,
     framework_responder,
+    fresh,
     receipt,
-    round_trips,
+    request_replies,
     unique,
 )
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
@@ -193,14 +193,6 @@ def _three(
 # -- request -> reply: N requests, one after another, to a core-NATS responder ----------
 
 
-async def _request_run(n: int, *, serve: Serve) -> float:
-    request, close = await serve(unique("bench.rpc"))
-    try:
-        return await round_trips(n, request)
-    finally:
-        await close()
-
-
 async def raw_serve(subject: str) -> tuple[Request, Start]:
     """nats-py: ``nc.request`` (one inbox subscription for all requests) against a
     callback subscription answering with ``msg.respond``."""
@@ -230,19 +222,18 @@ async def ours_serve(subject: str) -> tuple[Request, Start]:
     )
 
 
-def _serving() -> dict[str, Implementation]:
-    return {
-        name: functools.partial(_request_run, serve=serve)
-        for name, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
-    }
-
-
 def workloads() -> list[Workload]:
     return [
         Workload("NATS core", "consume -> validate -> ack", _three(_core_run)),
         Workload("NATS core", "consume -> validate -> publish", _three(_core_run, out=True)),
         Workload(
-            "NATS core", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+            "NATS core",
+            "request -> reply round trip",
+            request_replies(
+                {RAW: raw_serve, FASTSTREAM: faststream_serve, OURS: ours_serve}, fresh("bench.rpc")
+            ),
+            unit="req/s",
+            least=REQUESTS,
         ),
         Workload("NATS JetStream push", "consume -> validate -> ack", _three(_jetstream_run)),
         Workload(

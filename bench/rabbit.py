@@ -14,9 +14,11 @@ a responder on the same connection; replies come back through direct reply-to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import time
+from collections.abc import AsyncIterator
 
 import aio_pika
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
@@ -29,12 +31,11 @@ from bench.common import (
     Prepare,
     Receipt,
     Request,
-    Serve,
     Start,
     elapsed,
     framework_responder,
     receipt,
-    round_trips,
+    request_replies,
     unique,
 )
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
@@ -149,17 +150,15 @@ def _three(*, out: bool = False) -> dict[str, Implementation]:
 # -- request -> reply: N requests, one after another, through a fresh queue ----------------
 
 
-async def _request_run(n: int, *, serve: Serve) -> float:
+@contextlib.asynccontextmanager
+async def _durable_queue() -> AsyncIterator[str]:
+    """A durable queue of its own for one request -> reply run, deleted afterwards."""
     queue = unique("bench.rpc")
     connection = await aio_pika.connect(URL)
     try:
         channel = await connection.channel()
         await channel.declare_queue(queue, durable=True)
-        request, close = await serve(queue)
-        try:
-            return await round_trips(n, request)
-        finally:
-            await close()
+        yield queue
     finally:
         cleanup = await connection.channel()
         await cleanup.queue_delete(queue)
@@ -235,18 +234,17 @@ async def ours_serve(queue: str) -> tuple[Request, Start]:
     )
 
 
-def _serving() -> dict[str, Implementation]:
-    return {
-        impl: functools.partial(_request_run, serve=serve)
-        for impl, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
-    }
-
-
 def workloads() -> list[Workload]:
     return [
         Workload("RabbitMQ", "consume -> validate -> ack", _three()),
         Workload("RabbitMQ", "consume -> validate -> publish", _three(out=True)),
         Workload(
-            "RabbitMQ", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+            "RabbitMQ",
+            "request -> reply round trip",
+            request_replies(
+                {RAW: raw_serve, FASTSTREAM: faststream_serve, OURS: ours_serve}, _durable_queue
+            ),
+            unit="req/s",
+            least=REQUESTS,
         ),
     ]

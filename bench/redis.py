@@ -34,12 +34,12 @@ from bench.common import (
     Prepare,
     Receipt,
     Request,
-    Serve,
     Start,
     elapsed,
     framework_responder,
+    fresh,
     receipt,
-    round_trips,
+    request_replies,
     unique,
 )
 from bench.harness import FASTSTREAM, OURS, RAW, Implementation, Workload
@@ -231,14 +231,6 @@ def _three(kind: str, *, out: bool = False) -> dict[str, Implementation]:
 # -- request -> reply over pub/sub: N requests, one after another -------------------------
 
 
-async def _request_run(n: int, *, serve: Serve) -> float:
-    request, close = await serve(unique("bench:rpc"))
-    try:
-        return await round_trips(n, request)
-    finally:
-        await close()
-
-
 async def raw_serve(channel: str) -> tuple[Request, Start]:
     """redis-py pub/sub: a responder task answers each request on a reply channel the
     requester subscribed to beforehand (one requester, one request at a time: replies need
@@ -291,13 +283,6 @@ async def ours_serve(channel: str) -> tuple[Request, Start]:
     )
 
 
-def _serving() -> dict[str, Implementation]:
-    return {
-        impl: functools.partial(_request_run, serve=serve)
-        for impl, serve in ((RAW, raw_serve), (FASTSTREAM, faststream_serve), (OURS, ours_serve))
-    }
-
-
 def workloads() -> list[Workload]:
     return [
         Workload("Redis stream", "consume -> validate -> ack", _three("stream")),
@@ -305,6 +290,12 @@ def workloads() -> list[Workload]:
         Workload("Redis list", "consume -> validate -> ack", _three("list")),
         Workload("Redis list", "consume -> validate -> publish", _three("list", out=True)),
         Workload(
-            "Redis pub/sub", "request -> reply round trip", _serving(), unit="req/s", least=REQUESTS
+            "Redis pub/sub",
+            "request -> reply round trip",
+            request_replies(
+                {RAW: raw_serve, FASTSTREAM: faststream_serve, OURS: ours_serve}, fresh("bench:rpc")
+            ),
+            unit="req/s",
+            least=REQUESTS,
         ),
     ]
