@@ -66,13 +66,18 @@ class _Job:
     def settled(self, message: StreamMessage, delay: float) -> Awaitable[None] | None:
         settlement = message._settlement
         if settlement is Settlement.ACK:
-            if self.loop.eager_acks:
-                return self.loop.settle((message,), ())  # at-most-once: before the handler
+            loop = self.loop
+            if loop.eager_acks:
+                return loop.settle((message,), ())  # at-most-once: before the handler
+            if loop.settle_each and self.results is None:
+                return loop.settle((message,), ())  # no result of the delivery to wait for
             if self.acked is None:
                 self.acked = [message]
             else:
                 self.acked.append(message)
         elif settlement is Settlement.REJECT:
+            if self.loop.settle_each and self.results is None:
+                return self.loop.settle((), (message,))
             if self.rejected is None:
                 self.rejected = [message]
             else:
@@ -132,6 +137,9 @@ class ConsumeLoop:
         self.broker = broker
         #: Send acks at once instead of with the delivery's other settlements (ACK_FIRST).
         self.eager_acks = eager_acks
+        #: Settle each message of an inline delivery as it finishes (``Subscription.
+        #: settle_each``) while none of the delivery's results waits to be published.
+        self.settle_each = False
         self.name = subscriber.name
         self.log = broker.logger
         self.subscription: Subscription | None = None
@@ -167,6 +175,7 @@ class ConsumeLoop:
         """Consume from ``subscription``, in a task of its own (and one for delayed
         redeliveries, and one for keepalives where the subscription wants them)."""
         self.subscription = subscription
+        self.settle_each = subscription.settle_each
         self._task = asyncio.create_task(self._run(), name=f"consume {self.name}")
         self._retrier = asyncio.create_task(self._redeliver_when_due())
         if subscription.keepalive_interval is not None:

@@ -44,6 +44,7 @@ class KafkaSubscription(Subscription, ConsumerRebalanceListener):  # type: ignor
     partitions, and with a group a committer task; it is the group's rebalance listener."""
 
     ordered = True  # a partition's order holds across retries
+    settle_each = True  # settling marks offsets in memory; the committer follows
 
     def __init__(
         self,

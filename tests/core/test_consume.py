@@ -143,6 +143,47 @@ async def test_results_go_out_together_before_the_delivery_is_settled() -> None:
     assert transport.events[:4] == ["publish_many ['10', '20', '30']", "ack m1", "ack m2", "ack m3"]
 
 
+class SettlesEach(Scripted):
+    settle_each = True
+
+
+async def test_a_subscription_settling_each_message_gets_each_ack_as_it_finishes() -> None:
+    """``Subscription.settle_each`` (Kafka): the acks of a delivery handled inline go out
+    as its messages finish, so a consumer killed mid-delivery hands out again only what
+    was not committed yet, not the whole delivery."""
+    transport = ScriptedTransport()
+    transport.subscription = SettlesEach(transport.events)
+    router = _router(transport)
+
+    @router.subscriber("jobs")
+    async def handle(n: int) -> None:
+        transport.events.append(f"handle {n}")
+
+    async with router.broker:
+        for n in (1, 2, 3):
+            transport.subscription.put(str(n).encode(), f"m{n}")
+        await eventually(lambda: "ack m3" in transport.events, "the acks")
+    expected = ["handle 1", "ack m1", "handle 2", "ack m2", "handle 3", "ack m3"]
+    assert transport.events[:6] == expected
+
+
+async def test_a_subscription_settling_each_message_still_gets_results_out_first() -> None:
+    transport = ScriptedTransport()
+    transport.subscription = SettlesEach(transport.events)
+    router = _router(transport)
+
+    @router.subscriber("jobs")
+    @router.publisher("done")
+    async def handle(n: int) -> int:
+        return n * 10
+
+    async with router.broker:
+        for n in (1, 2, 3):
+            transport.subscription.put(str(n).encode(), f"m{n}")
+        await eventually(lambda: "ack m3" in transport.events, "the acks")
+    assert transport.events[:4] == ["publish_many ['10', '20', '30']", "ack m1", "ack m2", "ack m3"]
+
+
 async def test_results_not_confirmed_mean_the_messages_are_handled_again(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

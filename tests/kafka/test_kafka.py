@@ -536,16 +536,21 @@ async def test_group_split_across_two_processes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 4])
 async def test_a_killed_consumer_loses_nothing(tmp_path: Path, workers: int) -> None:
     """Kill -9 mid-stream, start another: every message is handled, and the duplicates
-    are at most the window that was in flight or not yet committed."""
+    are at most the window that was in flight or not yet committed.
+
+    The kill lands in the middle of a fetched delivery (the prefetch is 100): when the
+    core settled a delivery's messages only at its end, all of it handled before the kill
+    was delivered again (30-40 duplicates at 130; at 100, a delivery's end, 100 when the
+    load delayed the commit past the kill)."""
     topic, group = unique("crash"), unique("g")
     out = tmp_path / "handled.txt"
-    total = 300
+    total, kill_at = 300, 130
     router = kafka_router(topics=[KafkaTopic(topic, partitions=2)])
     async with router.broker:
         with worker(topic, group, out, "--delay", "0.005", "--workers", str(workers)) as first:
             await ready(first)
             await router.publish_batch(*range(total), topic=topic)
-            await eventually(lambda: len(handled(out)) >= total // 3, "a third of them")
+            await eventually(lambda: len(handled(out)) >= kill_at, f"{kill_at} of them")
             first.kill()
             first.wait(10)
         with worker(topic, group, out, "--workers", str(workers)) as second:
