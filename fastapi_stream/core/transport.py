@@ -92,6 +92,13 @@ class Subscription:
     #: hands back unhandled (``redeliver``), behind it.
     ordered: ClassVar[bool] = False
 
+    #: The broker takes one message's settlement as cheaply as many (Kafka marks an
+    #: offset finished in memory): the core settles each message of a delivery handled
+    #: inline as it finishes, unless a result of the delivery waits to be published first,
+    #: instead of all at the delivery's end. A consumer killed mid-delivery then hands
+    #: back the messages since its last commit, not the whole delivery.
+    settle_each: ClassVar[bool] = False
+
     async def fetch(self, limit: int) -> Sequence[StreamMessage]:
         """Wait for the next messages and return at most ``limit`` of them. Return ``[]``
         now and then (a second or so) when nothing arrives; raise when the broker fails."""
