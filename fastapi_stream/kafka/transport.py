@@ -345,8 +345,11 @@ class KafkaTransport(Transport):
         """Queue ``message`` in the producer; returns the future of its confirmation."""
         options = message.options
         key = options.get("key")
-        # None encodes to an empty body without content type: a tombstone (null value).
-        value = None if not message.body and message.content_type is None else message.body
+        # None encodes to an empty body without content type: a tombstone (null value),
+        # which only means something with a key (Kafka refuses a record with neither);
+        # without one (a handler's None result, the reply to a request) the value is empty.
+        tombstone = not message.body and message.content_type is None and key is not None
+        value = None if tombstone else message.body
         return await producer.send(
             message.channel,
             value,
