@@ -31,7 +31,11 @@ class Proxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()  # the broker is down: so is this connection
+            return
         self._writers += [writer, up_writer]
         self._connections.append((writer, up_writer))
         for source, sink in ((reader, up_writer), (up_reader, writer)):

@@ -59,6 +59,8 @@ async def test_f12_publish_during_outage(rig: Rig) -> None:
     await rig.start_broker()
     settings = rig.settings(publish_timeout=publish_timeout)
     options = rig.kind.publish_options()
+    service = rig.service(settings, rig.ledger())  # declares the queue, stream, topic
+    await service.ready()
     async with Producer(rig.kind, settings) as producer:
         broker = producer.router.broker
         await producer.run(range(5), rate=0, publishers=1)
@@ -147,6 +149,9 @@ async def test_f13_requests_to_a_killed_responder(rig: Rig) -> None:
     options = rig.kind.publish_options()
     async with Producer(rig.kind, settings) as producer:
         broker = producer.router.broker
+        started = time.monotonic()
+        await broker.request({"n": -1}, settings.channel, timeout=30, **options)
+        first = time.monotonic() - started
         await asyncio.gather(
             *(broker.request({"n": n}, settings.channel, timeout=15, **options) for n in range(50))
         )
@@ -196,6 +201,7 @@ async def test_f13_requests_to_a_killed_responder(rig: Rig) -> None:
         None,
         None,
         note=(
+            f"first reply after {first:.1f} s; "
             f"{total - sum(errors.values())} of {total} RequestTimeout in {elapsed:.1f} s; "
             f"tasks {baseline['tasks']}→{after['tasks']}, fds {baseline['fds']}→{after['fds']}, "
             f"waiting {baseline['waiting']}→{after['waiting']}"
@@ -462,3 +468,97 @@ async def test_f10_black_holed_connection(rig: Rig) -> None:
     finally:
         await proxy.stop()
     check(result)
+
+
+# -- F15: a soak with broker kills, consumer kills and black holes ------------------------------
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize(
+    "rig", kinds(full=("redis-stream", "redis-list", "nats-js", "rabbit")), indirect=True
+)
+async def test_f15_soak(rig: Rig) -> None:
+    """Two replicas in one group for a few minutes (``FAULTS_SOAK_CYCLES``, 4 by default,
+    about 45 s each): A reaches the broker through the proxy and is never restarted, B
+    directly. Each cycle publishes 1,200 messages at 100/s while the broker is killed -9
+    (3 s down), B is killed -9 and started again, and A's connections are black-holed;
+    then every confirmed message must be handled. A's resident memory, asyncio tasks and
+    open fds, taken when each cycle has drained, stay within 10 % of the first cycle's
+    (the warm-up) after it; tasks and fds may not grow at all."""
+    cycles = int(os.environ.get("FAULTS_SOAK_CYCLES", "4"))
+    per_cycle = 1200
+    await rig.start_broker()
+    proxy = Proxy(("127.0.0.1", rig.broker.port))
+    await proxy.start()
+    settings = rig.settings(heartbeat=HEARTBEAT)
+    ledger = rig.ledger()
+    a = rig.service(replace(settings, url=_via(rig.broker.url, proxy.port)), ledger, sleep=0.002)
+    b = rig.service(settings, ledger, sleep=0.002)
+    await a.ready()
+    await b.ready()
+    samples: list[dict[str, float]] = []
+    results: list[Outcome] = []
+    try:
+        async with Producer(rig.kind, settings) as producer:
+            for cycle in range(cycles):
+                start, before = cycle * per_cycle, set(producer.confirmed)
+                publishing = asyncio.create_task(
+                    producer.run(range(start, start + per_cycle), rate=100)
+                )
+
+                def sent(share: float, start: int = start) -> bool:
+                    return len(producer.confirmed) - start >= per_cycle * share
+
+                await until(lambda: sent(0.2), "publishing", 60, progress(producer, ledger))
+                await rig.kill_broker(down=3.0)
+                await until(lambda: sent(0.5), "publishing", 90, progress(producer, ledger))
+                b.kill()
+                b.start()
+                await until(lambda: sent(0.7), "publishing", 90, progress(producer, ledger))
+                proxy.blackhole()
+                await publishing
+                await wait_done(rig.kind, settings, producer, ledger, timeout=120)
+                assert a.alive() and b.alive(), a.tail() + b.tail()
+                await asyncio.sleep(1.0)
+                samples.append(await a.stats())
+                results.append(
+                    outcome(
+                        "F15 soak: broker kill, consumer kill, black hole",
+                        rig.kind,
+                        producer,
+                        ledger,
+                        window=window(rig.kind, settings, faults=2, broker_kills=1),
+                        recovery=None,
+                        recovery_limit=None,
+                        confirmed={
+                            mid: at for mid, at in producer.confirmed.items() if mid not in before
+                        },
+                    )
+                )
+                ledger.handled.clear()  # duplicates per cycle (lost: confirmed this cycle)
+                for mid in producer.confirmed:
+                    ledger.handled[mid] = 1
+    finally:
+        await proxy.stop()
+    warm, last = samples[0], samples[1:]
+    growth = {
+        key: max(s[key] for s in last) / warm[key] - 1 if last else 0.0
+        for key in ("rss", "tasks", "fds")
+    }
+    note = (
+        f"{cycles} cycles; A after warm-up: RSS {warm['rss'] / 2**20:.0f} MiB "
+        f"{growth['rss']:+.0%}, tasks {warm['tasks']:g} {growth['tasks']:+.0%}, "
+        f"fds {warm['fds']:g} {growth['fds']:+.0%}"
+    )
+    for result in results:
+        result.note = note
+        report.record(result)
+    problems = [
+        f"cycle {n + 1}: {'; '.join(r.problems())}" for n, r in enumerate(results) if r.problems()
+    ]
+    if growth["rss"] > 0.10:
+        problems.append(f"resident memory grew {growth['rss']:.0%} after the warm-up")
+    for key in ("tasks", "fds"):
+        if growth[key] > 0:
+            problems.append(f"{key} grew after the warm-up: {[s[key] for s in samples]}")
+    assert not problems, f"F15 on {rig.kind.name}: " + "; ".join(problems)
