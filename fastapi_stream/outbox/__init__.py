@@ -28,6 +28,7 @@ from fastapi_stream.outbox.tables import (
     ddl,
     inbox_table,
     outbox_table,
+    upgrade_ddl,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "ddl",
     "inbox_table",
     "outbox_table",
+    "upgrade_ddl",
 ]

@@ -1,7 +1,9 @@
-"""What the outbox relay reports: rows sent, relay errors and the outbox lag.
+"""What the outbox relay reports: rows sent, rows set aside as failed, relay errors and
+the outbox lag.
 
-Give an :class:`~fastapi_stream.outbox.Outbox` a ``metrics=`` object with these three
-methods (:class:`OutboxMetrics`); :class:`PrometheusOutboxMetrics` is the ready-made one
+Give an :class:`~fastapi_stream.outbox.Outbox` a ``metrics=`` object with these methods
+(:class:`OutboxMetrics`; ``failed`` may be missing from an object written for the
+first version); :class:`PrometheusOutboxMetrics` is the ready-made one
 (extra ``prometheus``), named like the series of
 :class:`~fastapi_stream.observability.prometheus.PrometheusMiddleware`::
 
@@ -24,17 +26,23 @@ class OutboxMetrics(Protocol):
     def sent(self, channel: str, count: int) -> None:
         """``count`` rows of ``channel`` were published and marked sent."""
 
+    def failed(self, channel: str, count: int) -> None:
+        """``count`` rows of ``channel`` were refused ``max_attempts`` times by the broker
+        and set aside as failed."""
+
     def relay_error(self, reason: str) -> None:
-        """A relay cycle failed (``reason``: ``"broker"`` or ``"database"``)."""
+        """A relay cycle failed (``reason``: ``"broker"`` when the broker was not
+        reached, ``"message"`` when it refused a message, ``"database"``)."""
 
     def lag(self, seconds: float) -> None:
         """The oldest unsent row is ``seconds`` old (0 when none is waiting)."""
 
 
 class PrometheusOutboxMetrics:
-    """The three outbox series in ``registry`` (the default registry unless given):
-    ``{prefix}_outbox_sent_messages`` (by ``destination``), ``{prefix}_outbox_relay_errors``
-    (by ``reason``) and the gauge ``{prefix}_outbox_lag_seconds``."""
+    """The outbox series in ``registry`` (the default registry unless given):
+    ``{prefix}_outbox_sent_messages`` and ``{prefix}_outbox_failed_messages`` (by
+    ``destination``), ``{prefix}_outbox_relay_errors`` (by ``reason``) and the gauge
+    ``{prefix}_outbox_lag_seconds``."""
 
     def __init__(
         self, *, registry: CollectorRegistry | None = None, prefix: str = "fastapi_stream"
@@ -45,6 +53,12 @@ class PrometheusOutboxMetrics:
         self._sent = Counter(
             f"{prefix}_outbox_sent_messages",
             "Outbox rows published by the relay",
+            ["destination"],
+            registry=registry,
+        )
+        self._failed = Counter(
+            f"{prefix}_outbox_failed_messages",
+            "Outbox rows the broker refused max_attempts times, set aside as failed",
             ["destination"],
             registry=registry,
         )
@@ -62,6 +76,9 @@ class PrometheusOutboxMetrics:
 
     def sent(self, channel: str, count: int) -> None:
         self._sent.labels(channel).inc(count)
+
+    def failed(self, channel: str, count: int) -> None:
+        self._failed.labels(channel).inc(count)
 
     def relay_error(self, reason: str) -> None:
         self._errors.labels(reason).inc()

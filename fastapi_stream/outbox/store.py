@@ -15,21 +15,47 @@ one relay per table there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from fastapi_stream.core.errors import ConfigurationError
+from fastapi_stream.core.errors import ConfigurationError, reason
 from fastapi_stream.core.message import OutgoingMessage
+from fastapi_stream.core.options import check_options
+from fastapi_stream.core.transport import Transport
+from fastapi_stream.outbox.tables import UPGRADE_COLUMNS, upgrade_statements
 
-__all__ = ["BrokerFailed", "OutboxStore", "is_postgresql"]
+__all__ = [
+    "Batch",
+    "BrokerFailed",
+    "OutboxStore",
+    "Refusal",
+    "check_publish",
+    "is_postgresql",
+    "message_of",
+    "takes_key",
+    "with_key",
+]
 
 #: How many of the oldest unsent rows a PostgreSQL relay looks at to pick partitions.
 _SCAN = 1000
@@ -38,8 +64,44 @@ _SCAN = 1000
 _ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 
 
+#: Characters of a broker's refusal kept in ``last_error``.
+_ERROR_LENGTH = 1000
+
+
 class BrokerFailed(Exception):
     """The broker did not take a batch (the database is fine); ``__cause__`` says why."""
+
+
+@dataclass(slots=True)
+class Refusal:
+    """A row the broker refused while it answered: a message error, not an outage."""
+
+    id: int
+    message_id: str
+    channel: str
+    #: Refusals so far, this one included.
+    attempts: int
+    #: Why, as the broker client said it (never the payload).
+    error: str
+    #: Whether this refusal was the last allowed one: the row is now failed.
+    set_aside: bool
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one relay transaction did."""
+
+    #: Rows published and marked sent, per channel.
+    sent: dict[str, int] = field(default_factory=dict)
+    #: Rows the broker refused (each counted an attempt; some maybe set aside).
+    refused: list[Refusal] = field(default_factory=list)
+    #: The outage that cut a one-by-one pass short (what was sent before it is marked).
+    outage: BaseException | None = None
+
+
+def _waiting(table: Table) -> ColumnElement[bool]:
+    """Rows still to send: not sent, not set aside."""
+    return and_(table.c.sent_at.is_(None), table.c.failed_at.is_(None))
 
 
 def is_postgresql(engine: AsyncEngine | AsyncConnection | AsyncSession) -> bool:
@@ -73,8 +135,52 @@ def row_values(message: OutgoingMessage, partition: str, key: str | None) -> dic
     }
 
 
+#: Schemes of brokers without a message key: ``broker.publish(..., key=...)`` has no
+#: meaning there (NATS refuses it), so the outbox's key only orders (see
+#: :func:`takes_key`).
+_KEYLESS = frozenset({"redis", "rediss", "amqp", "amqps", "nats", "mqtt", "mqtts"})
+
+
+def takes_key(transport: Transport) -> bool:
+    """Whether ``transport``'s publishes take a ``key`` option (Kafka's record key; the
+    memory broker takes any option). A transport that declares its publish options
+    (``publish_options``, the names ``broker.publish`` accepts) says so itself."""
+    declared = getattr(transport, "publish_options", None)
+    if declared is not None:
+        return "key" in declared
+    return not _KEYLESS.intersection(getattr(transport, "schemes", ()))
+
+
+def with_key(message: OutgoingMessage, key: str | None) -> OutgoingMessage:
+    """``message`` with ``key`` as its ``key`` option (as the relay sends it to a broker
+    that takes keys)."""
+    if key is None:
+        return message
+    return dataclasses.replace(message, options={**message.options, "key": key})
+
+
+def check_publish(transport: Transport, message: OutgoingMessage) -> None:
+    """Raise now what publishing ``message`` would raise for its options, where the
+    transport can say without publishing: its ``check_publish(message)``, else its
+    declared ``publish_options`` (unknown names raise ``TypeError``)."""
+    check = getattr(transport, "check_publish", None)
+    if check is not None:
+        check(message)
+        return
+    options = message.options
+    if not takes_key(transport) and "key" in options:
+        options = {name: value for name, value in options.items() if name != "key"}
+    declared = getattr(transport, "publish_options", None)
+    if declared is not None and options:
+        check_options(f"{type(transport).__name__}.publish", options, declared)
+
+
 def message_of(row: Row[Any]) -> OutgoingMessage:
-    """The message a row holds, with its original id."""
+    """The message a row holds, with its original id; its key (if any) as the ``key``
+    option, which the relay drops for a broker without keys (:func:`takes_key`)."""
+    options = dict(row.options or {})
+    if row.message_key is not None:
+        options.setdefault("key", row.message_key)
     return OutgoingMessage(
         channel=row.channel,
         body=bytes(row.body),
@@ -83,8 +189,12 @@ def message_of(row: Row[Any]) -> OutgoingMessage:
         message_id=row.message_id,
         correlation_id=row.correlation_id,
         reply_to=row.reply_to,
-        options=dict(row.options or {}),
+        options=options,
     )
+
+
+def _has_table(connection: Any, table: Table) -> bool:
+    return bool(inspect(connection).has_table(table.name, table.schema))
 
 
 def _create_checkfirst(bind: Any, table: Table) -> None:
@@ -113,7 +223,8 @@ class OutboxStore:
         self._lock_partitions = text(
             "WITH heads AS MATERIALIZED ("
             " SELECT partition FROM ("
-            f"  SELECT partition, id FROM {quoted} WHERE sent_at IS NULL ORDER BY id LIMIT :scan"
+            f"  SELECT partition, id FROM {quoted}"
+            "   WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT :scan"
             " ) AS oldest GROUP BY partition ORDER BY min(id))"
             " SELECT partition FROM heads"
             " WHERE pg_try_advisory_xact_lock(hashtext(:space), hashtext(partition))"
@@ -121,9 +232,40 @@ class OutboxStore:
         )
 
     async def create(self) -> None:
-        """Create the table and its index unless they exist."""
+        """Create the table and its indexes unless they exist; bring a version 1 table
+        (without ``attempts``, ``last_error``, ``failed_at``) to the current schema."""
         async with self.engine.begin() as conn:
             await conn.run_sync(self.table.create, checkfirst=True)
+            missing = await conn.run_sync(self._missing_columns)
+            for statement in upgrade_statements(self.table, conn.dialect, missing):
+                await conn.exec_driver_sql(statement)
+
+    async def check(self) -> None:
+        """Raise :class:`ConfigurationError`, saying what to run, unless the table exists
+        with the current schema (for ``create_table=False``: a migration makes it)."""
+        async with self.engine.connect() as conn:
+            exists = await conn.run_sync(_has_table, self.table)
+            missing = await conn.run_sync(self._missing_columns) if exists else []
+        name, dialect = self.table.name, self.engine.dialect.name
+        if not exists:
+            raise ConfigurationError(
+                f"the outbox table {name!r} does not exist: create it with the statements of "
+                f"fastapi_stream.outbox.ddl({dialect!r}, outbox={name!r}), or let the relay "
+                "make it (create_table=True)"
+            )
+        if missing:
+            raise ConfigurationError(
+                f"the outbox table {name!r} lacks the column(s) {missing} (schema version 1): "
+                "add them with the statements of "
+                f"fastapi_stream.outbox.upgrade_ddl({dialect!r}, outbox={name!r}), or let the "
+                "relay do it (create_table=True)"
+            )
+
+    def _missing_columns(self, connection: Any) -> list[str]:
+        """The columns of :data:`UPGRADE_COLUMNS` the existing table lacks."""
+        table = self.table
+        found = {c["name"] for c in inspect(connection).get_columns(table.name, table.schema)}
+        return [name for name in UPGRADE_COLUMNS if name not in found]
 
     async def create_in(self, session: AsyncSession | AsyncConnection) -> None:
         """Create the table in the caller's transaction unless it exists (before the
@@ -150,39 +292,101 @@ class OutboxStore:
             )
 
     async def relay_batch(
-        self, send: Callable[[Sequence[OutgoingMessage]], Awaitable[None]], limit: int
-    ) -> dict[str, int]:
+        self,
+        send: Callable[[Sequence[OutgoingMessage]], Awaitable[None]],
+        limit: int,
+        *,
+        is_outage: Callable[[BaseException], Awaitable[bool]],
+        max_attempts: int,
+    ) -> Batch:
         """Claim up to ``limit`` rows in order, ``send`` them, mark them sent, commit.
-        Returns how many rows of each channel went out. ``send`` failing raises
-        :class:`BrokerFailed` and leaves the rows unsent."""
-        table = self.table
+
+        ``send`` failing with an outage (``is_outage``) raises :class:`BrokerFailed` and
+        leaves the rows as they were. Any other failure is about a message: the rows are
+        sent again one by one, in order, to find which the broker refuses; each refused
+        row counts an attempt (set aside as failed at ``max_attempts``) and holds back
+        the rows behind it in its partition, while the other partitions' rows go out."""
+        batch = Batch()
         async with self.engine.connect() as conn, conn.begin():
             rows = await self._claim(conn, limit)
             if not rows:
-                return {}
+                return batch
             if self.postgresql:
                 # Marking rows sent need not wait for the disk: a crash that loses the mark
                 # sends the rows again (at least once), it never loses one.
                 await conn.execute(_ASYNC_COMMIT)
             try:
                 await send([message_of(row) for row in rows])
+                sent = list(rows)
             except Exception as exc:
-                raise BrokerFailed(f"{type(exc).__name__}: {exc}") from exc
-            ids = [row.id for row in rows]
-            if self.keep_sent > 0:
+                if await is_outage(exc):
+                    raise BrokerFailed(reason(exc)) from exc
+                sent = await self._one_by_one(rows, send, is_outage, max_attempts, batch)
+            await self._mark_sent(conn, [row.id for row in sent])
+            now = time.time()
+            for refusal in batch.refused:
                 await conn.execute(
-                    update(table).where(table.c.id.in_(ids)).values(sent_at=time.time())
+                    update(self.table)
+                    .where(self.table.c.id == refusal.id)
+                    .values(
+                        attempts=refusal.attempts,
+                        last_error=refusal.error,
+                        failed_at=now if refusal.set_aside else None,
+                    )
                 )
-            else:
-                await conn.execute(delete(table).where(table.c.id.in_(ids)))
-        counts: dict[str, int] = {}
+        for row in sent:
+            batch.sent[row.channel] = batch.sent.get(row.channel, 0) + 1
+        return batch
+
+    async def _one_by_one(
+        self,
+        rows: Sequence[Row[Any]],
+        send: Callable[[Sequence[OutgoingMessage]], Awaitable[None]],
+        is_outage: Callable[[BaseException], Awaitable[bool]],
+        max_attempts: int,
+        batch: Batch,
+    ) -> list[Row[Any]]:
+        """Send ``rows`` one at a time after their batch failed; returns those sent and
+        adds the refused ones to ``batch``. An outage ends the pass (``batch.outage``)."""
+        sent: list[Row[Any]] = []
+        held: set[str] = set()  # partitions whose head was refused: the rest waits
         for row in rows:
-            counts[row.channel] = counts.get(row.channel, 0) + 1
-        return counts
+            if row.partition in held:
+                continue
+            try:
+                await send([message_of(row)])
+            except Exception as exc:
+                if await is_outage(exc):
+                    batch.outage = exc
+                    break
+                attempts = int(row.attempts or 0) + 1
+                refusal = Refusal(
+                    id=row.id,
+                    message_id=row.message_id,
+                    channel=row.channel,
+                    attempts=attempts,
+                    error=reason(exc)[:_ERROR_LENGTH],
+                    set_aside=attempts >= max_attempts,
+                )
+                batch.refused.append(refusal)
+                if not refusal.set_aside:
+                    held.add(row.partition)
+                continue
+            sent.append(row)
+        return sent
+
+    async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        table = self.table
+        if self.keep_sent > 0:
+            await conn.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=time.time()))
+        else:
+            await conn.execute(delete(table).where(table.c.id.in_(ids)))
 
     async def _claim(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]:
         table = self.table
-        query = select(table).where(table.c.sent_at.is_(None)).order_by(table.c.id).limit(limit)
+        query = select(table).where(_waiting(table)).order_by(table.c.id).limit(limit)
         if self.postgresql:
             result = await conn.execute(
                 self._lock_partitions,
@@ -199,10 +403,7 @@ class OutboxStore:
         table = self.table
         async with self.engine.connect() as conn:
             oldest = await conn.scalar(
-                select(table.c.created_at)
-                .where(table.c.sent_at.is_(None))
-                .order_by(table.c.id)
-                .limit(1)
+                select(table.c.created_at).where(_waiting(table)).order_by(table.c.id).limit(1)
             )
         return max(0.0, time.time() - oldest) if oldest is not None else 0.0
 
@@ -213,4 +414,54 @@ class OutboxStore:
             result = await conn.execute(
                 delete(table).where(table.c.sent_at < time.time() - self.keep_sent)
             )
+        return int(result.rowcount or 0)
+
+    # -- rows set aside ------------------------------------------------------------------
+
+    async def failed_count(self) -> int:
+        """How many rows are set aside as failed."""
+        table = self.table
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(table).where(table.c.failed_at.is_not(None))
+            )
+        return int(count or 0)
+
+    async def failed(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest ``limit`` failed rows: ``id``, ``message_id``, ``channel``,
+        ``message_key``, ``attempts``, ``last_error``, ``created_at``, ``failed_at``."""
+        table = self.table
+        columns = [
+            table.c[name]
+            for name in (
+                "id",
+                "message_id",
+                "channel",
+                "message_key",
+                "attempts",
+                "last_error",
+                "created_at",
+                "failed_at",
+            )
+        ]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(*columns)
+                .where(table.c.failed_at.is_not(None))
+                .order_by(table.c.id)
+                .limit(limit)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    async def retry_failed(self, message_ids: Collection[str] | None) -> int:
+        """Put failed rows (those of ``message_ids``, or all) back in line with their
+        attempts at 0; returns how many."""
+        table = self.table
+        query = update(table).where(table.c.failed_at.is_not(None))
+        if message_ids is not None:
+            if not message_ids:
+                return 0
+            query = query.where(table.c.message_id.in_(list(message_ids)))
+        async with self.engine.begin() as conn:
+            result = await conn.execute(query.values(failed_at=None, attempts=0))
         return int(result.rowcount or 0)

@@ -9,9 +9,15 @@ written, so the relay only copies them to the broker. Times are seconds since th
 migration tool of the application's own::
 
     python -c "from fastapi_stream.outbox import ddl; print(ddl('postgresql'))"
+
+Schema versions: version 1 (the first release) had no ``attempts``, ``last_error`` and
+``failed_at``; :func:`upgrade_ddl` prints the statements that bring a version 1 table to
+the current one (the relay runs them itself at startup unless ``create_table=False``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy import (
     JSON,
@@ -24,12 +30,22 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    text,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-__all__ = ["DEFAULT_INBOX_TABLE", "DEFAULT_OUTBOX_TABLE", "ddl", "inbox_table", "outbox_table"]
+__all__ = [
+    "DEFAULT_INBOX_TABLE",
+    "DEFAULT_OUTBOX_TABLE",
+    "UPGRADE_COLUMNS",
+    "ddl",
+    "inbox_table",
+    "outbox_table",
+    "upgrade_ddl",
+]
 
 DEFAULT_OUTBOX_TABLE = "fastapi_stream_outbox"
 DEFAULT_INBOX_TABLE = "fastapi_stream_inbox"
@@ -61,9 +77,20 @@ def outbox_table(name: str = DEFAULT_OUTBOX_TABLE, metadata: MetaData | None = N
         Column("options", JSON(), nullable=True),
         Column("created_at", _TIME, nullable=False),
         Column("sent_at", _TIME, nullable=True),
+        #: Times the broker refused the row while it answered (an outage counts nothing).
+        Column("attempts", Integer(), nullable=False, server_default=text("0")),
+        #: Why the broker last refused it (never the payload).
+        Column("last_error", Text(), nullable=True),
+        #: Set aside after ``max_attempts`` refusals: the relay skips it until retried.
+        Column("failed_at", _TIME, nullable=True),
         # The relay finds unsent rows through this index; sent ones are pruned by time.
         Index(f"ix_{name}_unsent", "sent_at", "id"),
+        Index(f"ix_{name}_failed", "failed_at"),
     )
+
+
+#: The columns (and index) that version 2 added to a version 1 outbox table.
+UPGRADE_COLUMNS = ("attempts", "last_error", "failed_at")
 
 
 def inbox_table(name: str = DEFAULT_INBOX_TABLE, metadata: MetaData | None = None) -> Table:
@@ -99,6 +126,34 @@ def ddl(
     for table in tables:
         statements.append(str(CreateTable(table).compile(dialect=target)).strip())
         statements.extend(
-            str(CreateIndex(index).compile(dialect=target)).strip() for index in table.indexes
+            str(CreateIndex(index).compile(dialect=target)).strip()
+            for index in sorted(table.indexes, key=lambda index: str(index.name))
         )
+    return "\n\n".join(f"{statement};" for statement in statements) + "\n"
+
+
+def upgrade_statements(table: Table, dialect: Dialect, missing: Sequence[str]) -> list[str]:
+    """``ALTER TABLE ... ADD ...`` for each column of ``missing`` (of
+    :data:`UPGRADE_COLUMNS`), and the index on ``failed_at`` when that column is new."""
+    quoted = dialect.identifier_preparer.format_table(table)
+    statements = []
+    for name in missing:
+        column = table.c[name]
+        spec = column.type.compile(dialect=dialect)
+        if name == "attempts":
+            spec += " NOT NULL DEFAULT 0"
+        statements.append(
+            f"ALTER TABLE {quoted} ADD {dialect.identifier_preparer.quote(name)} {spec}"
+        )
+    if "failed_at" in missing:
+        index = next(ix for ix in table.indexes if ix.name == f"ix_{table.name}_failed")
+        statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+    return statements
+
+
+def upgrade_ddl(dialect: str = "postgresql", *, outbox: str = DEFAULT_OUTBOX_TABLE) -> str:
+    """The statements that bring a version 1 outbox table (the first release's, without
+    ``attempts``, ``last_error`` and ``failed_at``) to the current schema, for a migration
+    of the application's own; each ends in ``;``."""
+    statements = upgrade_statements(outbox_table(outbox), _DIALECTS[dialect], UPGRADE_COLUMNS)
     return "\n\n".join(f"{statement};" for statement in statements) + "\n"
