@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from unittest.mock import call
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from fastapi_stream import PayloadError, StreamRouter
+from fastapi_stream import PayloadError, StreamMessage, StreamRouter
 from fastapi_stream.testing import TestStreamBroker
 
 
@@ -99,3 +101,25 @@ async def test_with_real_runs_against_the_real_transport(memory_url: str) -> Non
         await broker.publish({"id": 4}, "ch")
         await handler.wait_call(timeout=2)
         handler.mock.assert_called_once_with({"id": 4})
+
+
+@pytest.mark.anyio
+async def test_mocks_show_decoded_bodies_and_bytes_that_do_not_decode() -> None:
+    router = StreamRouter("memory://test-broker-mocks")
+    echoed = router.publisher("echoed")
+
+    @router.subscriber("raw")
+    async def take(msg: StreamMessage) -> None:
+        await echoed.publish(msg.body)
+
+    @router.subscriber("batches", batch=True)
+    async def take_batch(orders: list[Order]) -> None:
+        return None
+
+    async with TestStreamBroker(router) as broker:
+        await broker.publish(b"\xff not json", "raw", content_type="application/json")
+        await broker.publish(b"plain", "raw", content_type="text/plain")
+        await broker.publish({"id": 5}, "batches")
+        take.mock.assert_has_calls([call(b"\xff not json"), call("plain")])
+        echoed.mock.assert_has_calls([call(b"\xff not json"), call(b"plain")])
+        take_batch.mock.assert_called_once_with([{"id": 5}])
