@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["check_options", "split_options"]
+__all__ = ["check_options", "given", "split_options"]
 
 
 def check_options(owner: str, options: Mapping[str, Any], declared: Collection[str]) -> None:
@@ -25,3 +25,8 @@ def split_options(
     ``KafkaOptions.__optional_keys__``) and the others (the router's)."""
     mine = {key: value for key, value in options.items() if key in declared}
     return mine, {key: value for key, value in options.items() if key not in declared}
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The ``options`` that are not ``None``: those a caller chose."""
+    return {key: value for key, value in options.items() if value is not None}

@@ -73,35 +73,28 @@ class RebalanceListener(Protocol):
 
 
 class KafkaOptions(TypedDict, total=False):
-    """The connection's options, keyword arguments of ``KafkaTransport`` and ``KafkaRouter``
-    (defaults in brackets). Consumer settings are defaults each subscriber may override."""
+    """The connection's options: keyword arguments of ``KafkaTransport`` and ``KafkaRouter``
+    [default]. The consumer settings are defaults each subscriber may override."""
 
-    client_id: str  #: [``"fastapi-stream"``]
-    #: SASL PLAIN or SCRAM credentials; use them with ``tls`` [``None``].
-    sasl: Sasl | None
-    #: ``True`` for TLS with the default context, or an ``ssl.SSLContext`` [``False``].
-    tls: bool | ssl.SSLContext
+    client_id: str  #: ["fastapi-stream"]
+    sasl: Sasl | None  #: SASL PLAIN or SCRAM credentials, for use with ``tls`` [None]
+    tls: bool | ssl.SSLContext  #: ``True``: TLS with the default context [False]
     request_timeout_ms: int  #: [40000]
     metadata_max_age_ms: int  #: [300000]
-    #: ``"all"``: a publish returns once every in-sync replica has it [``"all"``].
-    acks: Literal[0, 1, "all"]
-    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None  #: [``None``]
+    acks: Literal[0, 1, "all"]  #: "all": confirmed once every in-sync replica has it ["all"]
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None  #: [None]
     linger_ms: int  #: [0]
-    #: Off by default: not every Kafka-protocol broker supports it [``False``].
-    enable_idempotence: bool
-    publish_timeout: float  #: Seconds a publish waits for its confirmation [10].
+    enable_idempotence: bool  #: not every Kafka-protocol broker supports it [False]
+    publish_timeout: float  #: seconds a publish waits for its confirmation [10]
     connect_timeout: float  #: [10]
-    #: Topics created when the transport connects, if missing [none].
-    topics: Sequence[KafkaTopic]
+    topics: Sequence[KafkaTopic]  #: created when the transport connects, if missing [()]
     session_timeout_ms: int  #: [10000]
     heartbeat_interval_ms: int  #: [3000, at most a third of the session timeout]
     max_poll_interval_ms: int  #: [300000]
-    auto_offset_reset: AutoOffsetReset  #: [``"latest"``]
-    #: Requests read their replies from a topic ``{prefix}.{uuid}`` of their own
-    #: [``"fastapi-stream.replies"``].
-    reply_topic_prefix: str
-    producer_options: Mapping[str, Any] | None  #: Extra ``AIOKafkaProducer`` settings.
-    consumer_options: Mapping[str, Any] | None  #: Extra ``AIOKafkaConsumer`` settings.
+    auto_offset_reset: AutoOffsetReset  #: ["latest"]
+    reply_topic_prefix: str  #: requests' reply topics: {prefix}.{uuid} ["fastapi-stream.replies"]
+    producer_options: Mapping[str, Any] | None  #: more ``AIOKafkaProducer`` settings
+    consumer_options: Mapping[str, Any] | None  #: more ``AIOKafkaConsumer`` settings
 
 
 class KafkaSubscriberOptions(TypedDict, total=False):

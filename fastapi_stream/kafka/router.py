@@ -9,7 +9,7 @@ from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
 from fastapi_stream.core.message import OutgoingMessage
 from fastapi_stream.core.middleware import chain_publish
-from fastapi_stream.core.options import split_options
+from fastapi_stream.core.options import given, split_options
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.kafka.options import (
     AutoOffsetReset,
@@ -26,24 +26,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _given(**options: Any) -> dict[str, Any]:
-    return {key: value for key, value in options.items() if value is not None}
-
-
 class KafkaRouterOptions(KafkaOptions, RouterOptions, total=False):
-    """``KafkaRouter``'s keyword arguments: the connection's and the router's."""
+    """KafkaRouter's keyword arguments."""
 
 
 class KafkaRouter(StreamRouter):
-    """A ``StreamRouter`` connected to Kafka.
-
-    ``bootstrap_servers`` is ``"host:9092"``, ``"host1:9092,host2:9092"`` or a list. The
-    connection's keyword arguments are :class:`~fastapi_stream.kafka.KafkaOptions`
-    (``client_id``, ``sasl=Sasl(user, password, mechanism)``, ``tls``, ``acks``,
-    ``topics`` to create at startup, consumer defaults such as ``auto_offset_reset``...);
-    the others are :class:`StreamRouter`'s (``graceful_timeout``, ``retry``,
-    ``dead_letter``, ``prefix``...).
-    """
+    """A ``StreamRouter`` connected to Kafka at ``bootstrap_servers`` (``"host:9092"``,
+    ``"h1:9092,h2:9092"`` or a list): keyword arguments are the connection's
+    (:class:`~fastapi_stream.kafka.KafkaOptions`) and :class:`StreamRouter`'s."""
 
     def __init__(
         self,
@@ -96,7 +86,7 @@ class KafkaRouter(StreamRouter):
         if partitions and (pattern or len(topics) > 1):
             raise ConfigurationError("partitions= works with a single topic")
         channel = topics[0] if topics else str(pattern)
-        kafka_options = _given(
+        kafka_options = given(
             topics=list(topics[1:]) or None,
             pattern=pattern,
             partitions=list(partitions) if partitions else None,
@@ -123,7 +113,7 @@ class KafkaRouter(StreamRouter):
         """A publisher to the topic ``channel``; ``key``, ``partition`` and ``headers``
         are defaults for every publish through it."""
         return super().publisher(
-            channel, headers=headers, **options, **_given(key=key, partition=partition)
+            channel, headers=headers, **options, **given(key=key, partition=partition)
         )
 
     async def publish_batch(
@@ -141,7 +131,7 @@ class KafkaRouter(StreamRouter):
         confirmed); raises ``PublishError`` if any of them failed.
         """
         broker = self.broker
-        options = _given(key=key, partition=partition)
+        options = given(key=key, partition=partition)
         queued: list[OutgoingMessage] = []
 
         async def queue(message: OutgoingMessage) -> None:

@@ -121,11 +121,8 @@ _URL_OPTIONS: dict[str, type] = {
 
 
 class KafkaTransport(Transport):
-    """A connection to a Kafka cluster: ``KafkaTransport("host:9092,host2:9092")``, with
-    the options of :class:`~fastapi_stream.kafka.KafkaOptions` (``sasl=Sasl(user,
-    password, mechanism)``, ``tls=True``, ``acks``, ``topics``...). ``topics`` are created
-    when the transport connects.
-    """
+    """A connection to a Kafka cluster, ``KafkaTransport("host:9092,host2:9092")``, with
+    :class:`~fastapi_stream.kafka.KafkaOptions`."""
 
     schemes: ClassVar[tuple[str, ...]] = ("kafka",)
 

@@ -31,22 +31,19 @@ QOS_LEVELS: tuple[QoSLevel, ...] = (0, 1, 2)
 
 
 class MqttOptions(TypedDict, total=False):
-    """The connection's options, keyword arguments of ``MqttTransport`` and ``MqttRouter``
-    (defaults in brackets)."""
+    """The connection's options: keyword arguments of ``MqttTransport`` and ``MqttRouter``
+    [default]."""
 
-    #: Makes every subscriber's session persistent; replicas need different ids (a pod
-    #: name) [the URL's ``?client_id=``, else none: random ids, clean sessions].
+    #: Persistent sessions for every subscriber; replicas need different ids (a pod name)
+    #: [the URL's ``?client_id=``, else random ids and clean sessions]
     client_id: str | None
-    #: ``"5.0"`` or ``"3.1.1"`` [the URL's ``?version=``, else ``"5.0"``].
-    version: str | None
-    qos: QoSLevel  #: The default QoS of subscribers and publishes [1].
-    #: Seconds a persistent session outlives its connection [3600].
-    session_expiry: int
-    keepalive: int  #: Seconds [60].
-    publish_timeout: float  #: Seconds a publish waits for its acknowledgement [5].
+    version: str | None  #: "5.0" or "3.1.1" [the URL's ``?version=``, else "5.0"]
+    qos: QoSLevel  #: the default QoS of subscribers and publishes [1]
+    session_expiry: int  #: seconds a persistent session outlives its connection [3600]
+    keepalive: int  #: seconds [60]
+    publish_timeout: float  #: seconds a publish waits for its acknowledgement [5]
     connect_timeout: float  #: [5]
-    #: TLS settings [a default context for ``mqtts://``, else none].
-    tls: ssl.SSLContext | None
+    tls: ssl.SSLContext | None  #: [a default context for ``mqtts://``, else None]
 
 
 class MqttSubscriberOptions(TypedDict, total=False):

@@ -20,18 +20,12 @@ R = TypeVar("R")
 
 
 class MqttRouterOptions(MqttOptions, RouterOptions, total=False):
-    """``MqttRouter``'s keyword arguments: the connection's and the router's."""
+    """MqttRouter's keyword arguments."""
 
 
 class MqttRouter(StreamRouter):
-    """A :class:`StreamRouter` connected to the MQTT broker at ``url``.
-
-    The connection's keyword arguments are :class:`~fastapi_stream.mqtt.MqttOptions`:
-    ``client_id`` gives every subscriber a persistent session (at-least-once across
-    restarts; replicas need different ids), ``version`` is ``"5.0"`` or ``"3.1.1"``,
-    ``qos`` the default QoS of subscribers and publishes. Every other argument is
-    :class:`StreamRouter`'s. See :class:`MqttTransport`.
-    """
+    """A ``StreamRouter`` connected to the MQTT broker at ``url``: keyword arguments are the
+    connection's (:class:`~fastapi_stream.mqtt.MqttOptions`) and :class:`StreamRouter`'s."""
 
     def __init__(
         self, url: str = "mqtt://localhost:1883", **options: Unpack[MqttRouterOptions]

@@ -37,12 +37,7 @@ from fastapi_stream.core.errors import (
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
-from fastapi_stream.core.transport import (
-    Deliver,
-    Subscription,
-    SubscriptionSpec,
-    Transport,
-)
+from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.mqtt.consume import MqttSubscription
 from fastapi_stream.mqtt.options import MqttOptions, QoSLevel, qos_of
@@ -50,6 +45,9 @@ from fastapi_stream.mqtt.routing import MqttRouting, shared_filter
 from fastapi_stream.mqtt.wire import message_of, payload_of
 
 __all__ = ["MqttTransport"]
+
+#: The client's errors, raised as PublishError or TransportError.
+_ERRORS = (MQTTError, OSError, TransportError)
 
 log = logging.getLogger("fastapi_stream.mqtt")
 
@@ -59,16 +57,12 @@ _VERSIONS: dict[str, Version] = {"5": "5.0", "5.0": "5.0", "3.1.1": "3.1.1", "4"
 
 class MqttTransport(Transport):
     """A connection to an MQTT broker (``mqtt://user:pass@host:1883``, ``mqtts://`` for TLS
-    with the server certificate verified).
+    with the server certificate verified), with :class:`~fastapi_stream.mqtt.MqttOptions`.
 
     ``client_id`` makes sessions persistent: each subscriber connects as
     ``{client_id}-{digest of its topic filter}`` with ``clean_start=False`` and a session
     that outlives the connection by ``session_expiry`` seconds, so what it had not
     acknowledged when it stopped or died is delivered to it again when it comes back.
-    Replicas need different client ids (a pod name). Without one, every connection gets
-    a random id and a clean session. ``version`` is ``"5.0"`` (the default) or ``"3.1.1"``;
-    ``qos`` is the default QoS of subscribers and publishes. The URL may carry
-    ``?client_id=...&version=3.1.1``. The options are :class:`~fastapi_stream.mqtt.MqttOptions`.
     """
 
     schemes = ("mqtt", "mqtts")
@@ -196,14 +190,9 @@ class MqttTransport(Transport):
     def _client_errors(
         self, what: str, error: type[TransportError] = PublishError
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """Bound ``what`` by ``publish_timeout`` and raise zmqtt's errors as ``error``."""
-        return client_errors(
-            what,
-            (MQTTError, OSError, TransportError),
-            broker=f"MQTT at {self.describe()}",
-            timeout=self.publish_timeout,
-            error=error,
-        )
+        """``what`` bounded by ``publish_timeout``, zmqtt's errors raised as ``error``."""
+        broker, timeout = f"MQTT at {self.describe()}", self.publish_timeout
+        return client_errors(what, _ERRORS, broker=broker, timeout=timeout, error=error)
 
     # -- publishing --------------------------------------------------------------------
 

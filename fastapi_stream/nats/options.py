@@ -68,20 +68,19 @@ class KvWatch:
 
 
 class NatsOptions(TypedDict, total=False):
-    """The connection's options, keyword arguments of ``NatsTransport`` and ``NatsRouter``
-    (defaults in brackets). Credentials go in the URL (``nats://user:pass@host``,
-    ``nats://token@host``) or in ``user``/``password``, ``token``, ``nkeys_seed`` or
-    ``user_credentials`` (a creds file); those and ``name``, ``tls``, ``tls_hostname`` are
-    nats-py's ``connect`` options, as is any other keyword a ``NatsTransport`` is given."""
+    """The connection's options: keyword arguments of ``NatsTransport`` and ``NatsRouter``
+    [default]. Credentials go in the URL (``nats://user:pass@host``) or in ``user`` and
+    ``password``, ``token``, ``nkeys_seed`` or ``user_credentials`` (a creds file): those,
+    ``name``, ``tls`` and ``tls_hostname`` are nats-py's ``connect`` options, as is any
+    other keyword a ``NatsTransport`` is given."""
 
     #: A default JetStream stream: declared at connect, used by every subscriber that
-    #: names no stream of its own; publishes to its subjects wait for JetStream's ack.
+    #: names none; publishes to its subjects wait for JetStream's ack [None]
     stream: str | JStream | None
-    connect_timeout: float  #: Seconds the first connection may take [5].
-    publish_timeout: float  #: Seconds a JetStream publish waits for its ack [5].
-    #: ``-1``: reconnect forever, where nats-py gives up after 60 attempts [-1].
-    max_reconnect_attempts: int
-    reconnect_time_wait: float  #: Seconds between reconnect attempts [2].
+    connect_timeout: float  #: seconds the first connection may take [5]
+    publish_timeout: float  #: seconds a JetStream publish waits for its ack [5]
+    max_reconnect_attempts: int  #: -1: forever (nats-py's own default is 60) [-1]
+    reconnect_time_wait: float  #: seconds between reconnect attempts [2]
     name: str | None
     user: str | None
     password: str | None

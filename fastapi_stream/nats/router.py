@@ -7,7 +7,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack
 
 from fastapi_stream.core.endpoint import Endpoint
 from fastapi_stream.core.errors import ConfigurationError
-from fastapi_stream.core.options import split_options
+from fastapi_stream.core.options import given, split_options
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.nats.options import DeliverPolicy, JStream, KvWatch, NatsOptions, PullSub
 from fastapi_stream.nats.transport import KeyValue, NatsTransport
@@ -19,26 +19,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _given(**options: Any) -> dict[str, Any]:
-    return {key: value for key, value in options.items() if value is not None}
-
-
 class NatsRouterOptions(NatsOptions, RouterOptions, total=False):
-    """``NatsRouter``'s keyword arguments: the connection's and the router's."""
+    """NatsRouter's keyword arguments."""
 
 
 class NatsRouter(StreamRouter):
-    """A ``StreamRouter`` connected to NATS.
-
-    ``servers`` is one URL or several (``"nats://a:4222,nats://b:4222"`` or a list). The
-    connection's keyword arguments are :class:`~fastapi_stream.nats.NatsOptions`:
-    credentials, ``stream`` (a default JetStream stream: every subscriber without a
-    stream of its own consumes from it, and publishes to its subjects wait for
-    JetStream's ack), reconnecting (forever by default, every ``reconnect_time_wait``
-    seconds, each disconnect logged) and ``connect_timeout``, which bounds the first
-    connection. Other keyword arguments are :class:`StreamRouter`'s
-    (``graceful_timeout``, ``retry``, ``dead_letter``, ``prefix``...).
-    """
+    """A ``StreamRouter`` connected to NATS at ``servers`` (one URL, several separated by
+    commas, or a list): keyword arguments are the connection's
+    (:class:`~fastapi_stream.nats.NatsOptions`) and :class:`StreamRouter`'s."""
 
     def __init__(
         self,
@@ -81,7 +69,7 @@ class NatsRouter(StreamRouter):
             if options.get("group") not in (None, queue):
                 raise ConfigurationError(f"subscriber {channel!r}: give queue= or group=, not both")
             options["group"] = queue
-        nats_options = _given(
+        nats_options = given(
             stream=stream,
             durable=durable,
             pull=pull or None,
@@ -105,7 +93,7 @@ class NatsRouter(StreamRouter):
         """A publisher to the subject ``channel``; with ``stream`` every publish goes
         through JetStream and waits up to ``timeout`` seconds for its ack."""
         return super().publisher(
-            channel, headers=headers, **options, **_given(stream=stream, timeout=timeout)
+            channel, headers=headers, **options, **given(stream=stream, timeout=timeout)
         )
 
     async def key_value(self, bucket: str, *, declare: bool = True) -> KeyValue:

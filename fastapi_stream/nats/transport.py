@@ -58,13 +58,8 @@ _STREAM_EXISTS = 10058  # JetStream: "stream name already in use with a differen
 
 class NatsTransport(Transport):
     """A nats-py connection serving ``nats://`` URLs (``tls://`` server URLs work too),
-    with the options of :class:`~fastapi_stream.nats.NatsOptions`.
-
-    It reconnects forever by default (``max_reconnect_attempts=-1``, where nats-py gives
-    up after 60 attempts) and logs every disconnect and reconnect. ``stream`` is a
-    default JetStream stream: declared at connect, used by every subscriber that names
-    no stream of its own, and publishes to its subjects wait for JetStream's ack.
-    """
+    with :class:`~fastapi_stream.nats.NatsOptions`. It reconnects forever by default and
+    logs every disconnect and reconnect."""
 
     schemes = ("nats",)
 

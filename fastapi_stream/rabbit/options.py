@@ -104,23 +104,20 @@ class RabbitQueue:
 
 
 class RabbitOptions(TypedDict, total=False):
-    """The connection's options, keyword arguments of ``RabbitTransport`` and
-    ``RabbitRouter`` (defaults in brackets)."""
+    """The connection's options: keyword arguments of ``RabbitTransport`` and
+    ``RabbitRouter`` [default]."""
 
-    #: Where publishes go and subscribers bind unless they name their own exchange; a
-    #: topic exchange makes channel names behave like topics on other brokers [``None``:
-    #: RabbitMQ's default exchange, which routes by queue name].
+    #: Where publishes go and subscribers bind unless they name their own exchange (a
+    #: topic exchange makes channels topics) [None: the default exchange, by queue name]
     exchange: str | RabbitExchange | None
-    #: Given to every queue a subscriber declares by name, say
-    #: ``{"x-queue-type": "quorum"}`` [none].
+    #: For every queue a subscriber declares by name: ``{"x-queue-type": "quorum"}`` [None]
     queue_arguments: Mapping[str, Any] | None
-    publish_timeout: float  #: Seconds a publish waits for its confirm [10].
+    publish_timeout: float  #: seconds a publish waits for its confirm [10]
     connect_timeout: float  #: [10]
-    reconnect_interval: float  #: Seconds between reconnect attempts [1].
-    #: Shown by ``rabbitmqctl list_connections`` and the management UI
-    #: [``"fastapi-stream {host}:{pid}"``].
+    reconnect_interval: float  #: seconds between reconnect attempts [1]
+    #: Shown by ``rabbitmqctl list_connections`` ["fastapi-stream {host}:{pid}"]
     connection_name: str | None
-    ssl_context: ssl.SSLContext | None  #: For ``amqps://`` [aio-pika's default].
+    ssl_context: ssl.SSLContext | None  #: for ``amqps://`` [aio-pika's default]
 
 
 class PublishOptions(TypedDict, total=False):

@@ -20,18 +20,12 @@ R = TypeVar("R")
 
 
 class RabbitRouterOptions(RabbitOptions, RouterOptions, total=False):
-    """``RabbitRouter``'s keyword arguments: the connection's and the router's."""
+    """RabbitRouter's keyword arguments."""
 
 
 class RabbitRouter(StreamRouter):
-    """A StreamRouter on RabbitMQ at ``url``.
-
-    The connection's keyword arguments are :class:`~fastapi_stream.rabbit.RabbitOptions`:
-    ``exchange`` is the exchange publishes go to and subscribers bind to unless they name
-    their own (``None``: RabbitMQ's default exchange, which routes by queue name);
-    ``queue_arguments`` go to every queue declared by name. The other keyword arguments
-    are :class:`~fastapi_stream.StreamRouter`'s.
-    """
+    """A ``StreamRouter`` on RabbitMQ at ``url``: keyword arguments are the connection's
+    (:class:`~fastapi_stream.rabbit.RabbitOptions`) and :class:`StreamRouter`'s."""
 
     def __init__(
         self,

@@ -41,12 +41,7 @@ from fastapi_stream.core.errors import (
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
-from fastapi_stream.core.transport import (
-    Deliver,
-    Subscription,
-    SubscriptionSpec,
-    Transport,
-)
+from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.rabbit.options import (
     DIRECT_REPLY_TO,
@@ -113,8 +108,7 @@ def _client_error(
 
 class RabbitTransport(Transport):
     """RabbitMQ at ``url`` (``amqp://user:password@host:5672/vhost``, or ``amqps://``),
-    with the options of :class:`~fastapi_stream.rabbit.RabbitOptions` (``exchange``,
-    ``queue_arguments``, ``connection_name``...)."""
+    with :class:`~fastapi_stream.rabbit.RabbitOptions`."""
 
     schemes = ("amqp", "amqps")
 

@@ -34,20 +34,18 @@ KINDS: tuple[Kind, ...] = ("pubsub", "list", "stream")
 
 
 class RedisOptions(TypedDict, total=False):
-    """The connection's options, keyword arguments of ``RedisTransport`` and
-    ``RedisRouter`` (defaults in brackets)."""
+    """The connection's options: keyword arguments of ``RedisTransport`` and ``RedisRouter``
+    [default]."""
 
-    #: What a bare name means to subscribers and publishes that choose no kind: a
-    #: ``channel`` given as a string, a publish without a kind, a handler's result
-    #: [``"pubsub"``, as in FastStream].
+    #: What a bare name means to subscribers and publishes that choose no kind (and to a
+    #: handler's result) ["pubsub", as in FastStream]
     default_kind: Kind
-    #: Seconds that bound every publish and settlement [5].
-    publish_timeout: float
+    publish_timeout: float  #: seconds that bound every publish and settlement [5]
     connect_timeout: float  #: [5]
-    #: Seconds a list or stream consumer may stay silent before its unsettled messages
-    #: go to other consumers [30].
+    #: Seconds a list or stream consumer may stay silent before its unsettled messages go
+    #: to other consumers [30]
     min_idle_time: float
-    client_name: str  #: Names the connections in ``CLIENT LIST`` [``"fastapi-stream"``].
+    client_name: str  #: names the connections in ``CLIENT LIST`` ["fastapi-stream"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,18 +21,12 @@ R = TypeVar("R")
 
 
 class RedisRouterOptions(RedisOptions, RouterOptions, total=False):
-    """``RedisRouter``'s keyword arguments: the connection's and the router's."""
+    """RedisRouter's keyword arguments."""
 
 
 class RedisRouter(StreamRouter):
-    """A :class:`StreamRouter` connected to Redis at ``url``.
-
-    The connection's keyword arguments are :class:`~fastapi_stream.redis.RedisOptions`:
-    ``default_kind`` is what a bare name means (``"pubsub"``, as in FastStream),
-    ``min_idle_time`` (seconds) how long a list or stream consumer may stay silent before
-    its unsettled messages go to other consumers, ``publish_timeout`` bounds every
-    publish and settlement. Every other argument is :class:`StreamRouter`'s.
-    """
+    """A ``StreamRouter`` connected to Redis at ``url``: keyword arguments are the
+    connection's (:class:`~fastapi_stream.redis.RedisOptions`) and :class:`StreamRouter`'s."""
 
     def __init__(
         self, url: str = "redis://localhost:6379", **options: Unpack[RedisRouterOptions]

@@ -33,12 +33,7 @@ from fastapi_stream.core.errors import (
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
-from fastapi_stream.core.transport import (
-    Deliver,
-    Subscription,
-    SubscriptionSpec,
-    Transport,
-)
+from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.redis.consume import ListSubscription, PubSubscription, StreamSubscription
 from fastapi_stream.redis.options import KINDS, Kind, PubSub, RedisOptions
@@ -46,6 +41,9 @@ from fastapi_stream.redis.routing import RedisRouting
 from fastapi_stream.redis.wire import stream_fields
 
 __all__ = ["RedisTransport"]
+
+#: The client's errors, raised as PublishError or TransportError.
+_ERRORS = (RedisError, OSError)
 
 log = logging.getLogger("fastapi_stream.redis")
 
@@ -77,9 +75,8 @@ def _command(client: Any, kind: Kind, message: OutgoingMessage) -> Any:
 
 
 class RedisTransport(Transport):
-    """A connection to Redis (``redis://host:6379/0``, ``rediss://`` for TLS), with the
-    options of :class:`~fastapi_stream.redis.RedisOptions` (``default_kind``,
-    ``min_idle_time``, ``client_name``...)."""
+    """A connection to Redis (``redis://host:6379/0``, ``rediss://`` for TLS), with
+    :class:`~fastapi_stream.redis.RedisOptions`."""
 
     schemes = ("redis", "rediss")
 
@@ -184,14 +181,9 @@ class RedisTransport(Transport):
     def _client_errors(
         self, what: str, error: type[TransportError] = PublishError
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """Bound ``what`` by ``publish_timeout`` and raise redis-py's errors as ``error``."""
-        return client_errors(
-            what,
-            (RedisError, OSError),
-            broker=f"Redis at {self.describe()}",
-            timeout=self.publish_timeout,
-            error=error,
-        )
+        """``what`` bounded by ``publish_timeout``, redis-py's errors raised as ``error``."""
+        broker, timeout = f"Redis at {self.describe()}", self.publish_timeout
+        return client_errors(what, _ERRORS, broker=broker, timeout=timeout, error=error)
 
     # -- messages ----------------------------------------------------------------------
 
