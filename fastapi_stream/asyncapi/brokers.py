@@ -3,8 +3,8 @@ address travel, a name and description for its server.
 
 Each broker subpackage holds its part in ``fastapi_stream/<broker>/asyncapi.py``, a
 function ``broker_docs(transport, asyncapi_version)`` returning a :class:`BrokerDocs`. It
-is found from the transport's own package, imported only when a document is written, so
-this package imports no broker. A transport from elsewhere may instead implement
+is found from the package of the transport's class (or of a base), imported only when a
+document is written, so this package imports no broker. A transport from elsewhere may instead implement
 :class:`~fastapi_stream.asyncapi.models.BindingsProvider`.
 """
 
@@ -79,19 +79,21 @@ class _ProviderDocs(BrokerDocs):
 
 
 def docs_for(transport: Transport, asyncapi_version: str) -> BrokerDocs:
-    """The :class:`BrokerDocs` of ``transport``'s broker subpackage, else of the
-    transport itself."""
-    package = type(transport).__module__.rpartition(".")[0]
-    if not package:  # a transport defined in a script
-        return _ProviderDocs(transport, asyncapi_version)
-    name = f"{package}.asyncapi"
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return _ProviderDocs(transport, asyncapi_version)
-    make = getattr(module, "broker_docs", None)
-    if make is None:
-        return _ProviderDocs(transport, asyncapi_version)
-    return cast(BrokerDocs, make(transport, asyncapi_version))
+    """The :class:`BrokerDocs` of the broker subpackage of ``transport``'s class, or of
+    its nearest base that has one (a ``KafkaTransport`` subclass from elsewhere gets
+    Kafka's), else of the transport itself."""
+    for cls in type(transport).__mro__[:-1]:
+        package = cls.__module__.rpartition(".")[0]
+        name = f"{package}.asyncapi"
+        try:
+            module = importlib.import_module(name) if package else None
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            module = None
+        make = getattr(module, "broker_docs", None)
+        if make is not None:
+            return cast(BrokerDocs, make(transport, asyncapi_version))
+        if "asyncapi_bindings" in vars(cls) or cls is Transport:
+            break
+    return _ProviderDocs(transport, asyncapi_version)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Unpack
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -225,34 +225,6 @@ class KafkaTransport(Transport):
 
     def routing(self) -> Routing:
         return KafkaRouting()
-
-    def asyncapi_bindings(
-        self, element: str, source: Any, asyncapi_version: str
-    ) -> Mapping[str, Any] | None:
-        """Kafka bindings for the AsyncAPI document: a channel's topic (with the partitions
-        and replicas of a declared topic) and a subscriber's group and client id."""
-        version = "0.5.0" if asyncapi_version.startswith("3.") else "0.4.0"
-        if element == "channel" and source is not None:
-            topic = str(source.channel)
-            options = getattr(source, "options", {})
-            if "{" in topic or options.get("pattern"):
-                return None
-            binding: dict[str, Any] = {"topic": topic, "bindingVersion": version}
-            declared = next((t for t in self.topics if t.name == topic), None)
-            if declared is not None:
-                binding["partitions"] = declared.partitions
-                if declared.replication is not None:
-                    binding["replicas"] = declared.replication
-            return {"kafka": binding}
-        if element == "operation" and source is not None and hasattr(source, "group"):
-            operation: dict[str, Any] = {
-                "clientId": {"type": "string", "enum": [self.client_id]},
-                "bindingVersion": version,
-            }
-            if source.group:
-                operation["groupId"] = {"type": "string", "enum": [source.group]}
-            return {"kafka": operation}
-        return None
 
     # -- connection ---------------------------------------------------------------------
 

@@ -201,6 +201,24 @@ def test_kafka_bindings(version: str) -> None:
     assert operation["bindings"]["kafka"]["clientId"] == {"type": "string", "enum": ["shop"]}
 
 
+def test_a_broker_transport_subclassed_elsewhere_keeps_its_brokers_bindings() -> None:
+    """Bindings are found from the package of the transport's class or of a base: a
+    ``KafkaTransport`` subclass defined in an application is documented as Kafka."""
+    from fastapi_stream.kafka import KafkaTopic, KafkaTransport
+
+    class Namespaced(KafkaTransport):
+        pass
+
+    router = StreamRouter(Namespaced(client_id="shop", topics=[KafkaTopic("orders", 3)]))
+
+    @router.subscriber("orders", group="billing")
+    async def bill(order: Order) -> None: ...
+
+    found = document(router, "3.0.0")
+    assert found["channels"]["orders"]["bindings"]["kafka"]["partitions"] == 3
+    assert found["operations"]["bill"]["bindings"]["kafka"]["clientId"]["enum"] == ["shop"]
+
+
 # -- NATS ------------------------------------------------------------------------------
 
 
