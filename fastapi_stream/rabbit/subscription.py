@@ -9,14 +9,18 @@ one; ``basic.reject`` without requeue, and ``basic.nack`` with requeue for what 
 redelivers (the core already waited any delay).
 
 After a reconnect, aio-pika reopens the channel and restores its QoS, queues and
-bindings; ``fetch`` then consumes again (it raises while the channel is not back, so the
-core's backoff applies). RabbitMQ has requeued what the lost channel held: deliveries
-from it are dropped, never settled on the new channel (delivery tags belong to one).
+bindings; ``fetch`` then consumes again. aio-pika retries the connection by itself, so a
+fetch waits for the channel to come back (up to ``OUTAGE_WAIT``) rather than raising at
+once: with the core's backoff as a second retry in series, consuming resumed only at the
+core's next attempt, up to its backoff cap after the channel was back. RabbitMQ has
+requeued what the lost channel held: deliveries from it are dropped, never settled on the
+new channel (delivery tags belong to one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -39,6 +43,9 @@ logger = logging.getLogger("fastapi_stream.rabbit")
 HOUSEKEEPING_TIMEOUT = 3.0
 #: An idle fetch returns ``[]`` after this many seconds.
 IDLE_FETCH = 1.0
+#: A fetch waits this long for aio-pika to bring a lost channel back before it raises
+#: (the core logs the outage and backs off); below the core's fetch timeout (30 s).
+OUTAGE_WAIT = 10.0
 
 
 def text_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
@@ -149,18 +156,21 @@ class RabbitSubscription(Subscription):
     async def fetch(self, limit: int) -> Sequence[StreamMessage]:
         buffer = self._buffer
         if not buffer:
+            amqp = self._amqp
+            lost = amqp is None or amqp.is_closed
             try:
-                async with asyncio.timeout(IDLE_FETCH):
+                async with asyncio.timeout(OUTAGE_WAIT if lost else IDLE_FETCH):
                     await self.consume()  # again, after a reconnect
+            except TimeoutError:
+                raise TransportError(
+                    f"the channel consuming queue {self.queue.name!r} is not back yet"
+                ) from None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IDLE_FETCH):
                     while not buffer:
                         self._arrived.clear()
                         await self._arrived.wait()
-            except TimeoutError:
-                amqp = self._amqp
-                if amqp is None or amqp.is_closed:
-                    raise TransportError(
-                        f"the channel consuming queue {self.queue.name!r} is not back yet"
-                    ) from None
+            if not buffer:
                 return []
         amqp, quorum = self._amqp, self.counts_deliveries
         fetched: list[StreamMessage] = []

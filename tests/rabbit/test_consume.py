@@ -11,9 +11,10 @@ from collections import Counter
 import aio_pika
 import pytest
 
-from fastapi_stream import ConfigurationError, PublishError, StreamMessage
+from fastapi_stream import Backoff, ConfigurationError, PublishError, StreamMessage
 from fastapi_stream.core.message import OutgoingMessage
-from fastapi_stream.rabbit import RabbitQueue, RabbitTransport
+from fastapi_stream.rabbit import RabbitQueue, RabbitRouter, RabbitTransport
+from tests.faults.proxy import Proxy
 
 from .conftest import URL, eventually, router
 
@@ -157,3 +158,44 @@ async def test_consumer_comes_back_after_its_queue_is_deleted(
             await eventually(delivered_again, "a message after the queue came back", 10)
     finally:
         await admin.queue_delete(name)
+
+
+async def test_consuming_resumes_when_the_channel_is_back_not_at_the_next_backoff(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    """The connection cut for 2 s (a proxy in front of RabbitMQ): aio-pika reconnects by
+    itself, and the subscription consumes again once its channel is back. It used to raise
+    after a second, so the core's backoff (6 s here, up to 5 s by default) came on top of
+    aio-pika's retries, and consuming resumed only at the core's next attempt (fault case
+    F1 recovered in 14-20 s in 3 runs of 5)."""
+    name = f"test.{uid}.outage"
+    proxy = Proxy(("127.0.0.1", 5672))
+    await proxy.start()
+    rabbit = RabbitRouter(
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+        connection_name=f"fastapi-stream test {uid}",
+        reconnect=Backoff(first=6.0, cap=6.0, jitter=0.0),
+    )
+    received: list[str] = []
+
+    @rabbit.subscriber(RabbitQueue(name, arguments={"x-expires": 30_000}))
+    async def handle(text: str) -> None:
+        received.append(text)
+
+    loop = asyncio.get_running_loop()
+    try:
+        async with rabbit.broker as broker:
+            await broker.publish("before", name)
+            await eventually(lambda: received == ["before"], "the first message")
+            await proxy.stop()
+            await asyncio.sleep(2.0)
+            await proxy.start()
+            back = loop.time()
+            message = aio_pika.Message(b'"after"', content_type="application/json")
+            await admin.default_exchange.publish(message, routing_key=name)
+            await eventually(lambda: "after" in received, "the message after the cut", 15)
+            resumed = loop.time() - back
+    finally:
+        await proxy.stop()
+        await admin.queue_delete(name)
+    assert resumed < 3.5, f"consuming resumed {resumed:.1f} s after the connection was back"
