@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ __all__ = [
     "check_publish",
     "is_postgresql",
     "message_of",
+    "scrub",
     "takes_key",
     "with_key",
 ]
@@ -97,6 +99,26 @@ class Batch:
     refused: list[Refusal] = field(default_factory=list)
     #: The outage that cut a one-by-one pass short (what was sent before it is marked).
     outage: BaseException | None = None
+
+
+#: redis-py quotes the failed command of a pipeline, arguments (the payload) included.
+_QUOTED_COMMAND = re.compile(r"(Command # \d+) \(.*?\)( of pipeline)", re.DOTALL)
+#: A payload shorter than this is not looked for in an error (it would match anything).
+_SHORTEST_SCRUBBED = 4
+#: How much of the payload's start is looked for.
+_SCRUBBED_PREFIX = 24
+
+
+def scrub(error: str, body: bytes) -> str:
+    """``error`` without the payload: a quoted command is cut out, and so is the body
+    (or its start) where a client quoted it."""
+    error = _QUOTED_COMMAND.sub(r"\1 (...)\2", error)
+    if len(body) >= _SHORTEST_SCRUBBED:
+        text = body.decode("utf-8", "replace")
+        for fragment in (text, text[:_SCRUBBED_PREFIX]):
+            if len(fragment) >= _SHORTEST_SCRUBBED and fragment in error:
+                error = error.replace(fragment, "<payload>")
+    return error
 
 
 def _waiting(table: Table) -> ColumnElement[bool]:
@@ -365,7 +387,7 @@ class OutboxStore:
                     message_id=row.message_id,
                     channel=row.channel,
                     attempts=attempts,
-                    error=reason(exc)[:_ERROR_LENGTH],
+                    error=scrub(reason(exc), bytes(row.body))[:_ERROR_LENGTH],
                     set_aside=attempts >= max_attempts,
                 )
                 batch.refused.append(refusal)

@@ -197,6 +197,11 @@ async def test_broker_down_rows_pile_up_then_all_go_in_order(pg: AsyncEngine) ->
             broker.start()
             await eventually(lambda: _none_unsent(pg, outbox), "all rows sent", timeout=60)
             assert not outbox.relay.failing
+            # The outage counted no attempt against any row: none was set aside.
+            async with pg.connect() as conn:
+                attempts = (await conn.execute(select(outbox.table.c.attempts))).scalars()
+                assert set(attempts) == {0}
+            assert await outbox.failed_count() == 0
         client = aioredis.Redis.from_url(broker.url)
         try:
             for k, channel in enumerate(channels):
@@ -304,3 +309,36 @@ async def test_broker_down_at_startup_writes_still_commit_and_go_out_later(
             await client.aclose()
     finally:
         broker.close()
+
+
+async def test_a_key_redis_refuses_is_set_aside_and_retried_once_fixed(
+    pg: AsyncEngine, redis_client: aioredis.Redis
+) -> None:
+    """Redis answers and refuses an RPUSH to a key that holds a string (WRONGTYPE): the
+    row is set aside after max_attempts, the rows behind it on that channel and the
+    other channel go out; once the key is fixed, retry_failed() sends it."""
+    bad, good = name(), name()
+    await redis_client.set(bad, "a string, not a list")
+    router = StreamRouter(REDIS, reconnect=Backoff(first=0.02, cap=0.1))
+    outbox = Outbox(router, pg, poll_interval=0.1, max_attempts=3)
+    sessions = async_sessionmaker(pg)
+    try:
+        async with router.broker:
+            async with sessions() as session, session.begin():
+                refused = await outbox.publish(session, {"n": 0}, bad, list=True)
+                await outbox.publish(session, {"n": 1}, good, list=True)
+            await eventually(lambda: outbox.relay.failed_total == 1, "the row set aside")
+            await eventually(lambda: outbox.relay.sent_total == 1, "the other channel's row")
+            [failed] = await outbox.failed()
+            assert failed["message_id"] == refused and failed["attempts"] == 3
+            assert "WRONGTYPE" in failed["last_error"]
+            # Redis ran the batch's other command before the error: at least once, the
+            # row went again in the one-by-one pass.
+            assert {body for _, body in await listed(redis_client, good)} == {b'{"n":1}'}
+            await redis_client.delete(bad)  # fixed
+            assert await outbox.retry_failed() == 1
+            await eventually(lambda: outbox.relay.sent_total == 2, "the retried row sent")
+        assert await listed(redis_client, bad) == [(refused, b'{"n":0}')]
+        assert await outbox.failed_count() == 0
+    finally:
+        await redis_client.delete(bad, good)
