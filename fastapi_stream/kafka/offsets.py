@@ -22,6 +22,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from fastapi_stream.core.errors import reason
+
 __all__ = ["PartitionLedger", "Partitions"]
 
 logger = logging.getLogger("fastapi_stream.kafka")
@@ -31,10 +33,6 @@ logger = logging.getLogger("fastapi_stream.kafka")
 _PRUNE_AT = 256
 #: Bound on a commit, an offset lookup or a client stop: a stop or rebalance never hangs.
 HOUSEKEEPING_TIMEOUT = 5.0
-
-
-def reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class PartitionLedger:
@@ -161,15 +159,9 @@ class Partitions:
 
     async def assign(self, tps: Collection[TopicPartition]) -> None:
         """The group gave us ``tps``. The start of a partition the group never committed
-        is committed at once, so it never skips a record when it moves to another member."""
-        opened = await self.open(tps)
-        fresh: dict[TopicPartition, int] = {}
-        for tp, ledger in opened.items():
-            if ledger.committed is None and ledger.start is not None:
-                fresh[tp] = ledger.start
-        if fresh and await self._send(fresh):
-            for tp, offset in fresh.items():
-                opened[tp].committed = offset
+        is committed at once (a new ledger's commit point is its start), so it never skips
+        a record when it moves to another member."""
+        await self.commit(await self.open(tps))
         self.assigned.set()
 
     def close(self, tps: Collection[TopicPartition]) -> dict[TopicPartition, PartitionLedger]:
