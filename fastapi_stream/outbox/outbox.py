@@ -384,6 +384,11 @@ class OutboxPublisher:
     ) -> str | None:
         """:meth:`Outbox.publish` to this channel, with the declared defaults."""
         declared = self.publisher
+        options = {**declared.options, **options}
+        if key is None:  # a key declared with the publisher is a default too
+            key = options.pop("key", None)
+        else:
+            options.pop("key", None)
         outgoing = await self.outbox._write(
             session,
             message,
@@ -391,7 +396,7 @@ class OutboxPublisher:
             headers={**declared.headers, **headers} if headers else declared.headers,
             key=key,
             correlation_id=correlation_id,
-            options={**declared.options, **options},
+            options=options,
         )
         if outgoing is None:
             return None

@@ -337,13 +337,19 @@ class OutboxStore:
                 # Marking rows sent need not wait for the disk: a crash that loses the mark
                 # sends the rows again (at least once), it never loses one.
                 await conn.execute(_ASYNC_COMMIT)
-            try:
-                await send([message_of(row) for row in rows])
-                sent = list(rows)
-            except Exception as exc:
-                if await is_outage(exc):
-                    raise BrokerFailed(reason(exc)) from exc
+            if any(row.attempts for row in rows):
+                # A row refused before: one by one at once, so that a broker whose batch
+                # is not all or nothing (a Redis pipeline) does not take the rows behind
+                # it again and again, ahead of it.
                 sent = await self._one_by_one(rows, send, is_outage, max_attempts, batch)
+            else:
+                try:
+                    await send([message_of(row) for row in rows])
+                    sent = list(rows)
+                except Exception as exc:
+                    if await is_outage(exc):
+                        raise BrokerFailed(reason(exc)) from exc
+                    sent = await self._one_by_one(rows, send, is_outage, max_attempts, batch)
             await self._mark_sent(conn, [row.id for row in sent])
             now = time.time()
             for refusal in batch.refused:

@@ -231,3 +231,24 @@ async def test_relay_on_real_kafka_same_id_and_order_per_key(sqlite: AsyncEngine
     for key, values in seen.items():
         assert values == [v for _, k, v in written if k == key]  # order per key
         assert len(partitions[key]) == 1
+
+
+async def test_a_key_declared_with_the_publisher_is_a_default(
+    sqlite: AsyncEngine, memory_url: str
+) -> None:
+    router = StreamRouter(memory_url)
+    outbox = Outbox(router, sqlite, order="key", poll_interval=0.05)
+    tenants = outbox.publisher("tenants", key="tenant-1")
+    got = collect(router, "tenants")
+    async with router.broker:
+        async with async_sessionmaker(sqlite)() as session, session.begin():
+            await tenants.publish(session, "declared")
+            await tenants.publish(session, "given", key="tenant-2")
+        await eventually(lambda: len(got) == 2, "both messages")
+    assert {m.decode(): m.raw_message.options["key"] for m in got} == {
+        "declared": "tenant-1",
+        "given": "tenant-2",
+    }
+    async with sqlite.connect() as conn:
+        partitions = set((await conn.execute(select(outbox.table.c.partition))).scalars())
+    assert partitions == {"tenants\x1ftenant-1", "tenants\x1ftenant-2"}
