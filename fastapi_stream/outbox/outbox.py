@@ -329,7 +329,7 @@ class Outbox:
             details["error"] = relay.last_error or "the outbox table is not ready yet"
             return False, details
         lag = await self.store.lag()
-        ready = relay.running and not relay.failing
+        ready = relay.running and not relay.unavailable
         if self.max_lag is not None and lag > self.max_lag:
             ready = False
         details = {

@@ -147,7 +147,14 @@ class Relay:
 
     @property
     def failing(self) -> bool:
+        """Whether the last cycles failed (an outage, a refusal or the database)."""
         return self._attempts is not None and self._attempts.failing
+
+    @property
+    def unavailable(self) -> bool:
+        """Whether the relay fails for want of the broker or the database (readiness):
+        a broker refusing a message makes the relay wait, not the service unready."""
+        return self.failing and not (self.last_error or "").startswith("message:")
 
     def wake(self) -> None:
         """Look for rows now (an outbox write was committed)."""

@@ -163,6 +163,8 @@ async def test_a_row_refused_fewer_times_than_allowed_goes_out_in_order(
         await eventually(lambda: outbox.relay.failing, "the relay failing")
         assert [m.decode() for m in a] == [0]  # the rows behind it wait
         assert (outbox.relay.last_error or "").startswith("message")
+        ready, details = await outbox._ready()  # a refusal does not make the app unready
+        assert ready and details["error"].startswith("message")
         broker.refusing = False  # a passing refusal (a queue not bound yet, say)
         await eventually(lambda: len(a) == 4, "the rest, in order")
     assert [m.decode() for m in a] == [0, "poison", 1, 2]
