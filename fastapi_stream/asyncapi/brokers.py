@@ -4,8 +4,8 @@ address travel, a name and description for its server.
 Each broker subpackage holds its part in ``fastapi_stream/<broker>/asyncapi.py``, a
 function ``broker_docs(transport, asyncapi_version)`` returning a :class:`BrokerDocs`. It
 is found from the package of the transport's class (or of a base), imported only when a
-document is written, so this package imports no broker. A transport from elsewhere may instead implement
-:class:`~fastapi_stream.asyncapi.models.BindingsProvider`.
+document is written, so this package imports no broker. A transport from elsewhere may
+instead implement :class:`~fastapi_stream.asyncapi.models.BindingsProvider`.
 """
 
 from __future__ import annotations
