@@ -26,7 +26,6 @@ from tests.faults.rig import (
     CI_KINDS,
     FULL,
     ISSUE_13,
-    ISSUE_18,
     Rig,
     check,
     kinds,
@@ -38,25 +37,13 @@ from tests.faults.rig import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 
-RABBIT_RESTART = (
-    ISSUE_18 + "after a RabbitMQ restart consuming resumed 14-20 s after the node answered "
-    "in 3 runs of 5 (limit 10 s; 17 s after a SIGTERM restart): the core retries 'the "
-    "channel consuming queue is not back yet' with its backoff while aio-pika still "
-    "restores the channel"
-)
-
 # -- F1: the broker killed twice mid-stream --------------------------------------------------
 
 
 @pytest.mark.timeout(450)
 @pytest.mark.parametrize(
     "rig",
-    kinds(
-        *CI_KINDS,
-        full=BROKER_KILLS,
-        intermittent=("rabbit",),
-        rabbit=RABBIT_RESTART,
-    ),
+    kinds(*CI_KINDS, full=BROKER_KILLS),
     indirect=True,
 )
 async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
@@ -107,11 +94,7 @@ async def _broker_restarted_twice(rig: Rig, sig: int, case: str) -> None:
 @pytest.mark.timeout(450)
 @pytest.mark.parametrize(
     "rig",
-    kinds(
-        full=(*CI_KINDS, *BROKER_KILLS),
-        intermittent=("rabbit",),
-        rabbit=RABBIT_RESTART,
-    ),
+    kinds(full=(*CI_KINDS, *BROKER_KILLS)),
     indirect=True,
 )
 async def test_f2_broker_stopped_twice_mid_stream(rig: Rig) -> None:
