@@ -444,7 +444,8 @@ def _via(url: str, port: int) -> str:
     "rig",
     kinds(
         "nats-js",
-        full=("redis-stream", "redis-list", "rabbit"),
+        "redis-list",  # the regression test of a take lost on a silent connection
+        full=("redis-stream", "rabbit"),
         rabbit="aiormq (under aio-pika) declares a connection dead only after 3 x "
         "(heartbeat + 1) s without a frame: noticed after 9.1 s with heartbeat=2, limit two "
         "heartbeats (4 s); nothing is lost and consuming resumes about 10 s after",
@@ -478,14 +479,14 @@ async def test_f10_black_holed_connection(rig: Rig) -> None:
     "rig", kinds(full=("redis-stream", "redis-list", "nats-js", "rabbit")), indirect=True
 )
 async def test_f15_soak(rig: Rig) -> None:
-    """Two replicas in one group for a few minutes (``FAULTS_SOAK_CYCLES``, 4 by default,
+    """Two replicas in one group for a few minutes (``FAULTS_SOAK_CYCLES``, 5 by default,
     about 45 s each): A reaches the broker through the proxy and is never restarted, B
     directly. Each cycle publishes 1,200 messages at 100/s while the broker is killed -9
     (3 s down), B is killed -9 and started again, and A's connections are black-holed;
     then every confirmed message must be handled. A's resident memory, asyncio tasks and
     open fds, taken when each cycle has drained, stay within 10 % of the first cycle's
     (the warm-up) after it; tasks and fds may not grow at all."""
-    cycles = int(os.environ.get("FAULTS_SOAK_CYCLES", "4"))
+    cycles = int(os.environ.get("FAULTS_SOAK_CYCLES", "5"))
     per_cycle = 1200
     await rig.start_broker()
     proxy = Proxy(("127.0.0.1", rig.broker.port))

@@ -1,4 +1,4 @@
-"""Fault cases F1, F3, F4, F6 and F11 of RELIABILITY.md §3, per durable transport.
+"""Fault cases F1, F2, F3, F4, F6 and F11 of RELIABILITY.md §3, per durable transport.
 
 Each case runs a private broker instance (``instances.py``), the consumer service as
 separate processes (``service.py``) and a producer with retry in this process, then asks
@@ -6,7 +6,9 @@ the ledger oracle: lost (confirmed, never handled) must be 0, duplicates at most
 in-flight window, recovery at most the consumer's reconnect backoff cap + 5 s.
 
 Redis streams, Redis lists and NATS JetStream run in CI (marker ``faults``); Kafka and
-RabbitMQ, and the long Redis-list iterations, run under ``make faults`` (``faults_full``).
+RabbitMQ, F2 and the long Redis-list iterations run under ``make faults`` (``faults_full``).
+The other cases are in test_handling.py (F5, F7, F8, F9) and test_connection.py (F10,
+F12-F15).
 """
 
 from __future__ import annotations
