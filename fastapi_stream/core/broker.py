@@ -18,6 +18,7 @@ from fastapi_stream.core.backoff import Backoff, Reconnecting
 from fastapi_stream.core.errors import ConfigurationError, PublishError, TransportError
 from fastapi_stream.core.message import OutgoingMessage, StreamMessage, new_message_id
 from fastapi_stream.core.middleware import Middleware, PublishNext, chain_publish
+from fastapi_stream.core.options import check_publish_options
 from fastapi_stream.core.policy import DEFAULT_RETRY, AckPolicy, Retry
 from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.core.subscriber import Subscriber
@@ -135,6 +136,7 @@ class StreamBroker:
         return subscriber
 
     def add_publisher(self, publisher: Publisher) -> Publisher:
+        check_publish_options(self.transport, publisher.channel, publisher.options)
         publisher.broker = self
         self.publishers.append(publisher)
         return publisher
@@ -312,6 +314,8 @@ class StreamBroker:
         options: Mapping[str, Any] | None = None,
     ) -> OutgoingMessage:
         """Encode ``message`` into what the transport sends."""
+        if options:
+            check_publish_options(self.transport, channel, options)
         body, encoded_type = self.encoder(message)
         if self.max_body_bytes is not None and len(body) > self.max_body_bytes:
             raise PublishError(

@@ -5,9 +5,14 @@ them here; a broker's router takes them beside its own and splits them here."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["check_options", "given", "split_options"]
+from fastapi_stream.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from fastapi_stream.core.transport import Transport
+
+__all__ = ["check_options", "check_publish_options", "given", "split_options"]
 
 
 def check_options(owner: str, options: Mapping[str, Any], declared: Collection[str]) -> None:
@@ -16,6 +21,20 @@ def check_options(owner: str, options: Mapping[str, Any], declared: Collection[s
     unknown = sorted(set(options) - set(declared))
     if unknown:
         raise TypeError(f"{owner} got unexpected option(s) {unknown}; it takes {sorted(declared)}")
+
+
+def check_publish_options(transport: Transport, channel: str, options: Mapping[str, Any]) -> None:
+    """Refuse broker options that ``transport``'s publishes do not take (its declared
+    ``publish_options``): a misspelled option fails loudly instead of being ignored."""
+    declared = transport.publish_options
+    if declared is None or not options:
+        return
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown publish option(s) {unknown} for {channel!r}: "
+            f"{type(transport).__name__} takes {sorted(declared)}"
+        )
 
 
 def split_options(

@@ -41,7 +41,13 @@ from fastapi_stream.core.transport import (
 )
 from fastapi_stream.core.url import redact
 from fastapi_stream.kafka.consumer import FETCH_WAIT_MS, KafkaSubscription
-from fastapi_stream.kafka.options import KafkaOptions, KafkaTopic, Sasl, security_settings
+from fastapi_stream.kafka.options import (
+    KafkaOptions,
+    KafkaPublishOptions,
+    KafkaTopic,
+    Sasl,
+    security_settings,
+)
 from fastapi_stream.kafka.records import incoming, outgoing_headers, quietly, stop_client
 from fastapi_stream.kafka.routing import KafkaRouting
 
@@ -125,6 +131,7 @@ class KafkaTransport(Transport):
     :class:`~fastapi_stream.kafka.KafkaOptions`."""
 
     schemes: ClassVar[tuple[str, ...]] = ("kafka",)
+    publish_options = KafkaPublishOptions.__optional_keys__
 
     def __init__(
         self,

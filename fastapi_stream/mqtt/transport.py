@@ -40,7 +40,7 @@ from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.mqtt.consume import MqttSubscription
-from fastapi_stream.mqtt.options import MqttOptions, QoSLevel, qos_of
+from fastapi_stream.mqtt.options import MqttOptions, MqttPublishOptions, QoSLevel, qos_of
 from fastapi_stream.mqtt.routing import MqttRouting, shared_filter
 from fastapi_stream.mqtt.wire import message_of, payload_of
 
@@ -66,6 +66,7 @@ class MqttTransport(Transport):
     """
 
     schemes = ("mqtt", "mqtts")
+    publish_options = MqttPublishOptions.__optional_keys__
 
     def __init__(self, url: str = "mqtt://localhost:1883", **options: Unpack[MqttOptions]) -> None:
         check_options(type(self).__name__, options, MqttOptions.__optional_keys__)

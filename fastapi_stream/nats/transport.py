@@ -52,7 +52,6 @@ __all__ = ["KeyValue", "NatsMessage", "NatsRouting", "NatsTransport", "subject_m
 logger = logging.getLogger("fastapi_stream.nats")
 
 _SUBSCRIBER_OPTIONS = NatsSubscriberOptions.__optional_keys__
-_PUBLISH_OPTIONS = NatsPublishOptions.__optional_keys__
 _STREAM_EXISTS = 10058  # JetStream: "stream name already in use with a different configuration"
 
 
@@ -62,6 +61,7 @@ class NatsTransport(Transport):
     logs every disconnect and reconnect."""
 
     schemes = ("nats",)
+    publish_options = NatsPublishOptions.__optional_keys__
 
     def __init__(
         self,
@@ -252,13 +252,6 @@ class NatsTransport(Transport):
 
     async def publish(self, message: OutgoingMessage) -> None:
         options = message.options
-        if options:
-            unknown = set(options) - _PUBLISH_OPTIONS
-            if unknown:
-                raise ConfigurationError(
-                    f"unknown NATS publish option(s) {sorted(unknown)}; "
-                    f"use {sorted(_PUBLISH_OPTIONS)}"
-                )
         nc = self.client
         stream = options.get("stream") or self._stream_for(message.channel)
         headers = outgoing_headers(message, jetstream=stream is not None)

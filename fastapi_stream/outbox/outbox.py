@@ -40,7 +40,7 @@ from fastapi_stream.core.publisher import Publisher
 from fastapi_stream.health import add_readiness_check
 from fastapi_stream.outbox.metrics import OutboxMetrics
 from fastapi_stream.outbox.relay import Relay
-from fastapi_stream.outbox.store import OutboxStore, check_publish, row_values, with_key
+from fastapi_stream.outbox.store import OutboxStore, row_values
 from fastapi_stream.outbox.tables import DEFAULT_OUTBOX_TABLE, outbox_table
 from fastapi_stream.router import StreamRouter
 
@@ -269,7 +269,6 @@ class Outbox:
         if not captured:
             return None
         outgoing = captured[0]
-        check_publish(self.broker.transport, with_key(outgoing, key))
         partition = channel if key is None or self.order == "channel" else f"{channel}\x1f{key}"
         values = row_values(outgoing, partition, key)
         if not self.relay.table_ready:

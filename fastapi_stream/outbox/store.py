@@ -15,7 +15,6 @@ one relay per table there.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import time
@@ -42,7 +41,6 @@ from sqlalchemy.orm import Session
 
 from fastapi_stream.core.errors import ConfigurationError, reason
 from fastapi_stream.core.message import OutgoingMessage
-from fastapi_stream.core.options import check_options
 from fastapi_stream.core.transport import Transport
 from fastapi_stream.outbox.tables import UPGRADE_COLUMNS, upgrade_statements
 
@@ -51,12 +49,10 @@ __all__ = [
     "BrokerFailed",
     "OutboxStore",
     "Refusal",
-    "check_publish",
     "is_postgresql",
     "message_of",
     "scrub",
     "takes_key",
-    "with_key",
 ]
 
 #: How many of the oldest unsent rows a PostgreSQL relay looks at to pick partitions.
@@ -157,44 +153,11 @@ def row_values(message: OutgoingMessage, partition: str, key: str | None) -> dic
     }
 
 
-#: Schemes of brokers without a message key: ``broker.publish(..., key=...)`` has no
-#: meaning there (NATS refuses it), so the outbox's key only orders (see
-#: :func:`takes_key`).
-_KEYLESS = frozenset({"redis", "rediss", "amqp", "amqps", "nats", "mqtt", "mqtts"})
-
-
 def takes_key(transport: Transport) -> bool:
-    """Whether ``transport``'s publishes take a ``key`` option (Kafka's record key; the
-    memory broker takes any option). A transport that declares its publish options
-    (``publish_options``, the names ``broker.publish`` accepts) says so itself."""
-    declared = getattr(transport, "publish_options", None)
-    if declared is not None:
-        return "key" in declared
-    return not _KEYLESS.intersection(getattr(transport, "schemes", ()))
-
-
-def with_key(message: OutgoingMessage, key: str | None) -> OutgoingMessage:
-    """``message`` with ``key`` as its ``key`` option (as the relay sends it to a broker
-    that takes keys)."""
-    if key is None:
-        return message
-    return dataclasses.replace(message, options={**message.options, "key": key})
-
-
-def check_publish(transport: Transport, message: OutgoingMessage) -> None:
-    """Raise now what publishing ``message`` would raise for its options, where the
-    transport can say without publishing: its ``check_publish(message)``, else its
-    declared ``publish_options`` (unknown names raise ``TypeError``)."""
-    check = getattr(transport, "check_publish", None)
-    if check is not None:
-        check(message)
-        return
-    options = message.options
-    if not takes_key(transport) and "key" in options:
-        options = {name: value for name, value in options.items() if name != "key"}
-    declared = getattr(transport, "publish_options", None)
-    if declared is not None and options:
-        check_options(f"{type(transport).__name__}.publish", options, declared)
+    """Whether ``transport``'s publishes take a ``key`` option (Kafka's record key; a
+    transport that declares no publish options, like the memory broker, takes any)."""
+    declared = transport.publish_options
+    return declared is None or "key" in declared
 
 
 def message_of(row: Row[Any]) -> OutgoingMessage:

@@ -46,6 +46,7 @@ from fastapi_stream.core.url import redact
 from fastapi_stream.rabbit.options import (
     DIRECT_REPLY_TO,
     Binding,
+    PublishOptions,
     QueueType,
     RabbitExchange,
     RabbitOptions,
@@ -111,6 +112,7 @@ class RabbitTransport(Transport):
     with :class:`~fastapi_stream.rabbit.RabbitOptions`."""
 
     schemes = ("amqp", "amqps")
+    publish_options = PublishOptions.__optional_keys__
 
     def __init__(
         self,

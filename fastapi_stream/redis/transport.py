@@ -36,7 +36,7 @@ from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.redis.consume import ListSubscription, PubSubscription, StreamSubscription
-from fastapi_stream.redis.options import KINDS, Kind, PubSub, RedisOptions
+from fastapi_stream.redis.options import KINDS, Kind, PubSub, RedisOptions, RedisPublishOptions
 from fastapi_stream.redis.routing import RedisRouting
 from fastapi_stream.redis.wire import stream_fields
 
@@ -79,6 +79,7 @@ class RedisTransport(Transport):
     :class:`~fastapi_stream.redis.RedisOptions`."""
 
     schemes = ("redis", "rediss")
+    publish_options = RedisPublishOptions.__optional_keys__
 
     def __init__(
         self, url: str = "redis://localhost:6379", **options: Unpack[RedisOptions]

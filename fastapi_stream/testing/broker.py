@@ -132,6 +132,7 @@ class TestStreamBroker:
             # The real transport's routing rules, so messages land where they would.
             engine = MemoryEngine(inline=True, routing=broker.transport.routing())
             inline = MemoryTransport(engine)
+            inline.publish_options = broker.transport.publish_options  # refused alike
             self._replaced = await broker.replace_transport(inline)
 
     async def _exit(self) -> None:
