@@ -423,7 +423,11 @@ async def test_a_burst_is_consumed_without_reconnecting(
     uid: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Mosquitto 2.0.11 sends one message over the receive maximum under load; the
-    subscriber takes it instead of dropping the connection (and what it held)."""
+    subscriber takes it instead of dropping the connection (and what it held).
+
+    Each burst stays under Mosquitto's default ``max_queued_messages`` (1000): beyond it
+    the broker itself drops messages for a subscriber that falls behind (docs/mqtt.md),
+    which on a loaded machine it did."""
     topic = f"test/{uid}/burst"
     router = MqttRouter(URL)
     got: list[int] = []
@@ -434,8 +438,10 @@ async def test_a_burst_is_consumed_without_reconnecting(
 
     publisher = MqttRouter(URL)
     async with router.broker, publisher.broker as broker:
-        for start in range(0, 2000, 100):
-            await asyncio.gather(*(broker.publish(n, topic) for n in range(start, start + 100)))
-        await eventually(lambda: len(got) >= 2000, "2000 messages", 20)
+        for burst in range(0, 2000, 800):
+            for start in range(burst, min(burst + 800, 2000), 100):
+                await asyncio.gather(*(broker.publish(n, topic) for n in range(start, start + 100)))
+            expected = min(burst + 800, 2000)
+            await eventually(lambda n=expected: len(got) >= n, f"{expected} messages", 20)
     assert sorted(got) == list(range(2000))
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
