@@ -484,8 +484,8 @@ async def test_f15_soak(rig: Rig) -> None:
     directly. Each cycle publishes 1,200 messages at 100/s while the broker is killed -9
     (3 s down), B is killed -9 and started again, and A's connections are black-holed;
     then every confirmed message must be handled. A's resident memory, asyncio tasks and
-    open fds, taken when each cycle has drained, stay within 10 % of the first cycle's
-    (the warm-up) after it; tasks and fds may not grow at all."""
+    open fds, taken when each cycle has drained, grow less than 10 % over the first
+    cycle's (the warm-up), the plan's limit."""
     cycles = int(os.environ.get("FAULTS_SOAK_CYCLES", "5"))
     per_cycle = 1200
     await rig.start_broker()
@@ -557,9 +557,7 @@ async def test_f15_soak(rig: Rig) -> None:
     problems = [
         f"cycle {n + 1}: {'; '.join(r.problems())}" for n, r in enumerate(results) if r.problems()
     ]
-    if growth["rss"] > 0.10:
-        problems.append(f"resident memory grew {growth['rss']:.0%} after the warm-up")
-    for key in ("tasks", "fds"):
-        if growth[key] > 0:
-            problems.append(f"{key} grew after the warm-up: {[s[key] for s in samples]}")
+    for key in ("rss", "tasks", "fds"):
+        if growth[key] >= 0.10:
+            problems.append(f"{key} grew {growth[key]:.0%} after the warm-up: {samples}")
     assert not problems, f"F15 on {rig.kind.name}: " + "; ".join(problems)
