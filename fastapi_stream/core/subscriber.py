@@ -137,7 +137,7 @@ class Subscriber:
         self.broker = broker
         self._policy = self.ack_policy or broker.ack_policy
         self._retry = self.retry or broker.retry
-        self._dead_letter = self.dead_letter or broker.dead_letter
+        self._dead_letter = self._dead_letter_channel(broker.dead_letter)
         middlewares = [*broker.middlewares, *self.middlewares]
         self._consume = chain_consume(middlewares, self._call_handler)
         self._observers = [m for m in middlewares if type(m).settled is not Middleware.settled]
@@ -432,6 +432,26 @@ class Subscriber:
         if len(self._attempts) > _ATTEMPT_MEMORY:
             self._attempts.popitem(last=False)
         return attempts
+
+    def _dead_letter_channel(self, inherited: str | None) -> str | None:
+        """Where this subscriber's rejects go. Never the channel it consumes itself: a
+        subscriber of the dead letters would get its own rejects back, forever."""
+        own = self.dead_letter is not None
+        channel = self.dead_letter or inherited
+        if channel is None or self.channel.match(channel) is None:
+            return channel
+        if own:
+            raise ConfigurationError(
+                f"subscriber {self.name}: dead_letter={channel!r} is the channel it consumes, "
+                "so its rejects would come back to it forever; name another channel"
+            )
+        self._log().info(
+            "subscriber %s consumes the dead letters (%s): its own rejects are dropped, "
+            "not dead-lettered again",
+            self.name,
+            channel,
+        )
+        return None
 
     def _forget(self, message: StreamMessage) -> None:
         if message.message_id is not None:

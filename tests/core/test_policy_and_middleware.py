@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from fastapi_stream import (
     AckPolicy,
+    ConfigurationError,
     Middleware,
     OutgoingMessage,
     Retry,
@@ -89,6 +90,41 @@ async def test_retry_false_rejects_after_one_delivery(memory_url: str) -> None:
         await eventually(lambda: deliveries)
         await asyncio.sleep(0.05)
     assert deliveries == [1]
+
+
+async def test_a_subscriber_of_the_dead_letters_does_not_dead_letter_to_itself(
+    memory_url: str,
+) -> None:
+    router = StreamRouter(memory_url, dead_letter="dead", retry=Retry(max_attempts=2, backoff=0.01))
+    seen: list[str] = []
+
+    @router.subscriber("orders")
+    async def place(msg: StreamMessage) -> None:
+        raise RuntimeError("cannot place")
+
+    @router.subscriber("dead")
+    async def audit(msg: StreamMessage) -> None:
+        seen.append(msg.headers["x-original-channel"])
+        raise RuntimeError("the audit store is down too")
+
+    async with router.broker as broker:
+        await broker.publish({"id": 1}, "orders")
+        await eventually(lambda: len(seen) >= 2)
+        await asyncio.sleep(0.2)  # a loop would go on: its rejects back to "dead"
+    assert seen == ["orders", "orders"]  # its own attempts, then dropped
+
+
+async def test_a_dead_letter_channel_that_is_the_subscribers_own_fails_at_start(
+    memory_url: str,
+) -> None:
+    router = StreamRouter(memory_url)
+
+    @router.subscriber("orders.{region}", dead_letter="orders.dead")
+    async def place(msg: StreamMessage) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="rejects would come back to it forever"):
+        await router.broker.start()
+    await router.broker.close()
 
 
 async def test_invalid_payloads_are_logged_once_without_their_values(
