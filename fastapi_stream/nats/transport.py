@@ -80,6 +80,8 @@ class NatsTransport(Transport):
         self.client_options: dict[str, Any] = {
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 2.0,
+            "ping_interval": 20.0,
+            "max_outstanding_pings": 2,
             "connect_timeout": min(self.connect_timeout, 2.0),
             **client_options,
         }

@@ -46,6 +46,9 @@ class RedisOptions(TypedDict, total=False):
     #: to other consumers [30]
     min_idle_time: float
     client_name: str  #: names the connections in ``CLIENT LIST`` ["fastapi-stream"]
+    #: Connections to Redis at most; a command beyond waits for a free one (within its
+    #: timeout) instead of failing [100]
+    max_connections: int
 
 
 @dataclass(frozen=True, slots=True)

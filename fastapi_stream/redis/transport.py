@@ -94,6 +94,7 @@ class RedisTransport(Transport):
         self.connect_timeout = options.get("connect_timeout", 5.0)
         self.min_idle_time = options.get("min_idle_time", 30.0)
         self.client_name = options.get("client_name", "fastapi-stream")
+        self.max_connections = options.get("max_connections", 100)
         self._routing = RedisRouting(default_kind)
         self._client: aioredis.Redis | None = None
         self._inbox_name = f"fastapi-stream.inbox.{uuid.uuid4().hex}"
@@ -128,8 +129,13 @@ class RedisTransport(Transport):
         if self._client is not None:
             return
         self._inbox_lock = asyncio.Lock()  # asyncio primitives belong to one event loop
-        client = aioredis.Redis.from_url(
+        # A bounded pool whose commands wait for a free connection: redis-py's default
+        # pool raises MaxConnectionsError at once, so a burst of concurrent publishes
+        # failed. Every wait is bounded by the command's own asyncio.timeout.
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self.max_connections,
+            timeout=None,
             socket_connect_timeout=self.connect_timeout,
             # No socket timeout: redis-py would then run every send in a task of its own
             # (asyncio.wait_for). Every command here is bounded by an asyncio.timeout.
@@ -137,6 +143,7 @@ class RedisTransport(Transport):
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
             client_name=self.client_name,
         )
+        client = aioredis.Redis.from_pool(pool)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await client.ping()

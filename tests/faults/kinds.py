@@ -98,19 +98,16 @@ class Kind:
             subjects = [settings.channel]
             if settings.dead_letter:
                 subjects.append(settings.dead_letter_channel)
-            router = NatsRouter(
+            pings: dict[str, Any] = {}
+            if settings.heartbeat is not None:
+                # Stale after one unanswered ping, one per heartbeat.
+                pings = {"ping_interval": settings.heartbeat, "max_outstanding_pings": 1}
+            return NatsRouter(
                 settings.url,
                 stream=JStream(stream_name(settings.channel), subjects=subjects),
+                **pings,
                 **settings.router_options(),
             )
-            if settings.heartbeat is not None:
-                # NatsRouter takes no ping options: nats-py's own (a ping every 120 s, a
-                # connection stale after 2 unanswered) would take 6 minutes to notice.
-                # Stale after 2 unanswered pings, one per heartbeat.
-                options = router.broker.transport.client_options  # type: ignore[attr-defined]
-                options["ping_interval"] = settings.heartbeat
-                options["max_outstanding_pings"] = 1
-            return router
         if self.broker == "kafka":
             from fastapi_stream.kafka import KafkaRouter, KafkaTopic
 

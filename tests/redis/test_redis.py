@@ -623,3 +623,14 @@ async def test_items_taken_by_a_fetch_whose_reply_was_lost_are_queued_again(
         await eventually(lambda: sorted(seen) == [0, 1, 2, 3, 4], "all five", timeout=10)
     assert not lost
     assert "whose reply was lost are queued again" in caplog.text
+
+
+async def test_a_burst_of_publishes_waits_for_connections_instead_of_failing(
+    uid: str, raw: aioredis.Redis
+) -> None:
+    """More concurrent publishes than the pool has connections wait for a free one
+    (redis-py's default pool raised MaxConnectionsError at once for the rest)."""
+    name = f"test.{uid}.burst"
+    async with router(uid, max_connections=10).broker as broker:
+        await asyncio.gather(*(broker.publish(i, name, list=True) for i in range(200)))
+    assert await raw.llen(name) == 200
