@@ -478,6 +478,25 @@ async def test_request_reply_and_the_reply_topic_goes_away() -> None:
     assert admin is not None
 
 
+@pytest.mark.kafka
+async def test_a_handler_returning_none_answers_a_request_once() -> None:
+    """A None reply has no key: it goes out as an empty value, not a keyless tombstone,
+    which Kafka refuses (the request was then handled again every second, forever)."""
+    topic = unique("none")
+    router = kafka_router()
+    calls: list[int] = []
+
+    @router.subscriber(topic, group_id=unique("g"))
+    async def record(n: int) -> None:
+        calls.append(n)
+
+    async with router.broker as broker:
+        reply = await broker.request(7, topic, timeout=10)
+        assert reply.body == b""
+        await asyncio.sleep(1.5)  # a failed reply would have it handled again by now
+    assert calls == [7]
+
+
 # -- processes: a group split in two, and a crash ------------------------------------
 
 
