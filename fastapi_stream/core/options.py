@@ -29,10 +29,11 @@ def check_publish_options(transport: Transport, channel: str, options: Mapping[s
     declared = transport.publish_options
     if declared is None or not options:
         return
-    unknown = sorted(set(options) - set(declared))
+    # Runs for every publish that carries options: no set is built unless one is unknown.
+    unknown = [key for key in options if key not in declared]
     if unknown:
         raise ConfigurationError(
-            f"unknown publish option(s) {unknown} for {channel!r}: "
+            f"unknown publish option(s) {sorted(unknown)} for {channel!r}: "
             f"{type(transport).__name__} takes {sorted(declared)}"
         )
 

@@ -12,7 +12,8 @@ policy (see ``core/consume.py`` and ``docs/transports.md``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -140,7 +141,7 @@ class Transport(abc.ABC):
     #: The broker options a publish may carry (a Kafka ``key``, an AMQP ``priority``...):
     #: the keys of the broker's ``...PublishOptions``. The core refuses others before
     #: anything is sent, and a publisher declared with others at startup. ``None``: any.
-    publish_options: Collection[str] | None = None
+    publish_options: AbstractSet[str] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Transport:
