@@ -45,7 +45,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 @pytest.mark.timeout(450)
 @pytest.mark.parametrize(
     "rig",
-    kinds(*CI_KINDS, full=BROKER_KILLS),
+    kinds(
+        *CI_KINDS,
+        full=BROKER_KILLS,
+        intermittent=("nats-js",),
+        nats_js=ISSUE_13 + "in some runs (3 of 6 on 2026-12-02 evening) the batch handled "
+        "again after the first restart is handled a third time after the second: 55-58 "
+        "duplicates against a window of 50, lost 0; not diagnosed (suspect: acks of the "
+        "redelivered batch on the pull consumer's new connection)",
+    ),
     indirect=True,
 )
 async def test_f1_broker_killed_twice_mid_stream(rig: Rig) -> None:
