@@ -1,8 +1,9 @@
 """The core's promises when the broker itself goes away, on broker instances of their own.
 
 Each case starts a private broker on a port of its own (``tests/faults/instances.py``),
-kills it by PID and starts it again on the same data; the shared brokers are never
-touched. Two promises, for every durable transport:
+kills it by PID and starts it again on the same data (Kafka: the proxy in front of
+it, see ``KafkaBehindProxy``); the shared brokers are never touched. Two promises, for
+every durable transport:
 
 * a retry that falls due while the broker is down is made once the broker is back,
   within the backoff cap + 5 s, and nothing is lost;
@@ -24,10 +25,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastapi_stream import Backoff, Retry, StreamRouter
+from fastapi_stream.kafka import KafkaRouter, KafkaTopic
 from fastapi_stream.nats import JStream, NatsRouter
 from fastapi_stream.rabbit import RabbitRouter
 from fastapi_stream.redis import RedisRouter
-from tests.faults.instances import Instance, Nats, Rabbit, Redis
+from tests.faults.instances import Instance, KafkaBehindProxy, Nats, Rabbit, Redis
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
@@ -56,6 +58,9 @@ class Durable:
     publish: dict[str, Any]
 
 
+#: A member that leaves is noticed in a second, so a restarted consumer rejoins at once.
+FAST_GROUPS: dict[str, Any] = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 250}
+
 #: File storage: the stream and its messages survive the kill.
 JOBS = JStream("jobs", subjects=["jobs.>"])
 
@@ -79,6 +84,19 @@ DURABLE = [
         Rabbit,  # a second node, up in about 20 s: the slowest case
         RabbitRouter,
         lambda router, name: router.subscriber(name),
+        {},
+    ),
+    Durable(
+        "kafka",
+        KafkaBehindProxy,  # tansu keeps its log in memory: the outage is its proxy's
+        lambda url, **options: KafkaRouter(
+            url.removeprefix("kafka://"),
+            topics=[KafkaTopic(f"jobs.{name}") for name in ("down", "late")],
+            **options,
+        ),
+        lambda router, name: router.subscriber(
+            name, group_id="workers", auto_offset_reset="earliest", **FAST_GROUPS
+        ),
         {},
     ),
     Durable(

@@ -161,6 +161,9 @@ class RabbitTransport(Transport):
                     client_properties={"connection_name": self.connection_name},
                     reconnect_interval=self.reconnect_interval,
                     ssl_context=self.ssl_context,
+                    # Also bounds each reconnect: without it, an attempt whose handshake
+                    # is never answered would hold up every later one.
+                    timeout=self.connect_timeout,
                 )
         except Exception as exc:
             raise _client_error(exc, f"cannot connect to RabbitMQ at {self.describe()}") from None

@@ -15,13 +15,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from tests import brokers
 
-__all__ = ["Instance", "Kafka", "Nats", "Rabbit", "Redis", "StartFailed", "end"]
+__all__ = ["Instance", "Kafka", "KafkaBehindProxy", "Nats", "Rabbit", "Redis", "StartFailed", "end"]
 
 _POLL = 0.05
 
@@ -242,23 +243,69 @@ class Kafka(Instance):
             binary = brokers.tansu_binary()
         except brokers.BrokerUnavailable as exc:
             raise StartFailed(str(exc)) from exc
-        listener = f"tcp://127.0.0.1:{self.port}"
         return [
             binary,
             "broker",
             "--listener-url",
-            listener,
+            f"tcp://127.0.0.1:{self.port}",
             "--advertised-listener-url",
-            listener,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]
+
+    @property
+    def advertised_port(self) -> int:
+        """The port clients are told to connect to (the broker's own, unless proxied)."""
+        return self.port
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "NO_COLOR": "1"}
 
     def answers(self, sock: socket.socket) -> bool:
         return brokers._kafka_answers(sock)
+
+
+class KafkaBehindProxy(Instance):
+    """tansu (on port 9094) behind a proxy process (on 9095) that it advertises, so every
+    client connection goes through the proxy. ``kill()`` kills the proxy: to the clients
+    the broker is gone (connections reset, new ones refused) while tansu, whose log is in
+    memory, keeps its data; ``start()`` starts the proxy again, and tansu first if needed.
+    This is the broker outage with data kept that the other brokers get from a kill."""
+
+    name = "kafka"
+    port = 9095
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broker = _ProxiedTansu()
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tests.faults.proxy", str(self.port), str(self.broker.port)]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def answers(self, sock: socket.socket) -> bool:
+        return brokers._kafka_answers(sock)
+
+    def start(self) -> float:
+        if self.broker.process is None:
+            self.broker.start()
+        return super().start()
+
+    def close(self) -> None:
+        super().close()
+        self.broker.close()
+
+
+class _ProxiedTansu(Kafka):
+    port = 9094
+    advertised_port = KafkaBehindProxy.port
 
 
 class Rabbit(Instance):

@@ -1,8 +1,14 @@
-"""A loopback TCP proxy in front of a broker, to cut and restore its connections."""
+"""A loopback TCP proxy in front of a broker, to cut and restore its connections.
+
+Run as a process of its own (``python -m tests.faults.proxy PORT TARGET_PORT``), it
+forwards ``127.0.0.1:PORT`` to ``127.0.0.1:TARGET_PORT`` until it is killed: killing it
+is a broker outage, seen from the clients, that leaves the broker and its data alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 __all__ = ["Proxy"]
 
@@ -78,3 +84,14 @@ class Proxy:
         for pipe in pipes:
             pipe.cancel()
         await asyncio.gather(*pipes, return_exceptions=True)
+
+
+async def _serve(port: int, target: int) -> None:
+    proxy = Proxy(("127.0.0.1", target))
+    proxy.port = port
+    await proxy.start()
+    await asyncio.Event().wait()  # until killed
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(int(sys.argv[1]), int(sys.argv[2])))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from typing import Any
 
 import aio_pika
 import pytest
@@ -160,6 +161,12 @@ async def test_consumer_comes_back_after_its_queue_is_deleted(
         await admin.queue_delete(name)
 
 
+def _through(proxy: Proxy, uid: str, **options: Any) -> RabbitRouter:
+    """A router whose connection goes through ``proxy``."""
+    url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    return RabbitRouter(url, connection_name=f"fastapi-stream test {uid}", **options)
+
+
 async def test_consuming_resumes_when_the_channel_is_back_not_at_the_next_backoff(
     uid: str, admin: aio_pika.abc.AbstractChannel
 ) -> None:
@@ -171,11 +178,7 @@ async def test_consuming_resumes_when_the_channel_is_back_not_at_the_next_backof
     name = f"test.{uid}.outage"
     proxy = Proxy(("127.0.0.1", 5672))
     await proxy.start()
-    rabbit = RabbitRouter(
-        f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
-        connection_name=f"fastapi-stream test {uid}",
-        reconnect=Backoff(first=6.0, cap=6.0, jitter=0.0),
-    )
+    rabbit = _through(proxy, uid, reconnect=Backoff(first=6.0, cap=6.0, jitter=0.0))
     received: list[str] = []
 
     @rabbit.subscriber(RabbitQueue(name, arguments={"x-expires": 30_000}))
@@ -199,3 +202,44 @@ async def test_consuming_resumes_when_the_channel_is_back_not_at_the_next_backof
         await proxy.stop()
         await admin.queue_delete(name)
     assert resumed < 3.5, f"consuming resumed {resumed:.1f} s after the connection was back"
+
+
+async def test_a_reconnect_attempt_that_is_never_answered_is_given_up(
+    uid: str, admin: aio_pika.abc.AbstractChannel
+) -> None:
+    """After a cut, the first reconnect finds a listener that accepts and never answers
+    (a broker still booting, or a half-dead host). That attempt ends after
+    ``connect_timeout``, and the next one, through the proxy again, resumes consuming.
+    aio-pika bounds its reconnects only when told: before, the attempt waited forever."""
+    name = f"test.{uid}.silent"
+    proxy = Proxy(("127.0.0.1", 5672))
+    await proxy.start()
+    rabbit = _through(proxy, uid, connect_timeout=2.0)
+    received: list[str] = []
+
+    @rabbit.subscriber(RabbitQueue(name, arguments={"x-expires": 30_000}))
+    async def handle(text: str) -> None:
+        received.append(text)
+
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # accepted, never answered, never closed
+
+    try:
+        async with rabbit.broker as broker:
+            await broker.publish("before", name)
+            await eventually(lambda: received == ["before"], "the first message")
+            await proxy.stop()
+            listener = await asyncio.start_server(hold, "127.0.0.1", proxy.port)
+            await eventually(lambda: silent, "a reconnect attempt on the silent listener", 5)
+            listener.close()
+            await proxy.start()
+            message = aio_pika.Message(b'"after"', content_type="application/json")
+            await admin.default_exchange.publish(message, routing_key=name)
+            await eventually(lambda: "after" in received, "the message after the cut", 10)
+    finally:
+        for writer in silent:
+            writer.transport.abort()
+        await proxy.stop()
+        await admin.queue_delete(name)
