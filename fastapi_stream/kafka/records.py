@@ -83,24 +83,39 @@ def outgoing_headers(message: OutgoingMessage) -> list[tuple[str, bytes]]:
     return headers
 
 
+def _failed(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by aiokafka on the way out, is a failure to log rather than
+    a cancellation to pass on. aiokafka's ``stop()`` awaits tasks it has just cancelled
+    (its fetcher's pending fetches: aio-libs/aiokafka#647), so a ``CancelledError`` can
+    come out of it while nobody cancelled the task that called it."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return isinstance(exc, Exception)
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 async def quietly(awaitable: Any) -> None:
     """Housekeeping on the way out: bounded, and never raising."""
     try:
         async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
             await awaitable
-    except Exception as exc:
+    except BaseException as exc:
+        if not _failed(exc):
+            raise
         logger.debug("kafka housekeeping failed: %s", reason(exc))
 
 
 async def stop_client(client: Any) -> None:
     """Stop an aiokafka producer or consumer within the housekeeping bound. One that
-    hangs (a broker gone, a group that cannot be left) has its connections closed anyway,
-    so no socket outlives the app."""
+    hangs or fails half-way (a broker gone, a group that cannot be left) has its
+    connections closed anyway, so no socket outlives the app."""
     try:
         async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
             await client.stop()
         return
-    except Exception as exc:
+    except BaseException as exc:
+        if not _failed(exc):
+            raise
         logger.debug("stopping a kafka client failed: %s", reason(exc))
     connections = getattr(client, "_client", None) or getattr(client, "client", None)
     if connections is not None:
