@@ -4,7 +4,7 @@ Needs the ``kafka`` extra: ``pip install "fastapi-stream[kafka]"``.
 """
 
 try:
-    from fastapi_stream.kafka.consumer import KafkaSubscription
+    from fastapi_stream.kafka.consume import KafkaSubscription
     from fastapi_stream.kafka.records import KafkaMessage, message_key
     from fastapi_stream.kafka.routing import KafkaRouting
     from fastapi_stream.kafka.transport import KafkaTransport

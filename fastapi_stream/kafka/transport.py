@@ -1,7 +1,7 @@
 """``kafka://``: Apache Kafka and Kafka-protocol brokers through aiokafka.
 
 One producer per transport (acks=all by default), an admin client for declaring topics
-and answering pings, a consumer per subscription (:mod:`fastapi_stream.kafka.consumer`),
+and answering pings, a consumer per subscription (:mod:`fastapi_stream.kafka.consume`),
 and for requests a reply topic of the transport's own, read from its end without a group.
 A delivery's results go out together (``publish_many``): queued in the producer's batches,
 then confirmed together.
@@ -40,7 +40,7 @@ from fastapi_stream.core.transport import (
     Transport,
 )
 from fastapi_stream.core.url import redact
-from fastapi_stream.kafka.consumer import FETCH_WAIT_MS, KafkaSubscription
+from fastapi_stream.kafka.consume import FETCH_WAIT_MS, KafkaSubscription
 from fastapi_stream.kafka.options import (
     KafkaOptions,
     KafkaPublishOptions,

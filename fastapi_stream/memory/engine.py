@@ -29,7 +29,7 @@ from fastapi_stream.core.transport import (
     SubscriptionSpec,
 )
 
-__all__ = ["Consumer", "MemoryEngine", "MemoryMessage"]
+__all__ = ["MemoryEngine", "MemoryMessage", "MemorySubscription"]
 
 #: A message nacked this many times in a row in inline mode is a test bug, not a retry.
 _INLINE_REDELIVERY_LIMIT = 1000
@@ -92,7 +92,7 @@ class MemoryMessage(StreamMessage):
         return message
 
 
-class Consumer(Subscription):
+class MemorySubscription(Subscription):
     """One subscriber's share of a group. Like a channel of a real broker, it keeps the
     messages it handed out until they are settled, and gives the unsettled ones back to
     the group when it closes."""
@@ -159,7 +159,7 @@ class _Group:
         self.name = name
         self.inline = engine.inline
         self.queue: deque[_Delivery] = deque()
-        self.consumers: list[Consumer] = []
+        self.consumers: list[MemorySubscription] = []
         self._turn = 0
         self._has_messages = _Signal()
         self._has_room = _Signal(is_set=True)
@@ -200,7 +200,7 @@ class _Group:
         self.queue.appendleft(delivery)
         self._has_messages.set()
 
-    def next_consumer(self) -> Consumer:
+    def next_consumer(self) -> MemorySubscription:
         self._turn = (self._turn + 1) % len(self.consumers)
         return self.consumers[self._turn]
 
@@ -232,7 +232,7 @@ class MemoryEngine:
 
     # -- consuming ---------------------------------------------------------------------
 
-    def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> Consumer:
+    def subscribe(self, spec: SubscriptionSpec, deliver: Deliver) -> MemorySubscription:
         key = self.routing.group_key(spec)
         private = key is None
         if key is None:
@@ -244,7 +244,7 @@ class MemoryEngine:
                 self._by_channel.setdefault(spec.channel.template, []).append(group)
             else:
                 self._scanned.append(group)
-        consumer = Consumer(group, deliver, private=private)
+        consumer = MemorySubscription(group, deliver, private=private)
         group.consumers.append(consumer)
         return consumer
 

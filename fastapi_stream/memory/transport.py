@@ -14,7 +14,7 @@ from fastapi_stream.core.transport import (
     Transport,
 )
 from fastapi_stream.core.url import redact
-from fastapi_stream.memory.engine import Consumer, MemoryEngine
+from fastapi_stream.memory.engine import MemoryEngine, MemorySubscription
 
 __all__ = ["MemoryTransport", "engine_for"]
 
@@ -66,7 +66,7 @@ class MemoryTransport(Transport):
             self.name = parts.netloc or "default"
             self.engine = _engine_from_url(self.name, parts.query)
         self._connected = False
-        self._consumers: list[Consumer] = []
+        self._consumers: list[MemorySubscription] = []
 
     @classmethod
     def from_url(cls, url: str) -> MemoryTransport:

@@ -43,6 +43,12 @@ from fastapi_stream.core.options import check_options
 from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Subscription, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
+from fastapi_stream.rabbit.consume import (
+    HOUSEKEEPING_TIMEOUT,
+    RabbitMessage,
+    RabbitSubscription,
+    text_headers,
+)
 from fastapi_stream.rabbit.options import (
     DIRECT_REPLY_TO,
     Binding,
@@ -55,12 +61,6 @@ from fastapi_stream.rabbit.options import (
     binding_for,
 )
 from fastapi_stream.rabbit.routing import RabbitRouting
-from fastapi_stream.rabbit.subscription import (
-    HOUSEKEEPING_TIMEOUT,
-    RabbitMessage,
-    RabbitSubscription,
-    text_headers,
-)
 
 __all__ = ["RabbitMessage", "RabbitTransport"]
 
