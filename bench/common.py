@@ -84,7 +84,12 @@ class Done:
             self.event.set()
 
     async def wait(self) -> None:
-        await asyncio.wait_for(self.event.wait(), TIMEOUT)
+        try:
+            await asyncio.wait_for(self.event.wait(), TIMEOUT)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self.count:,} of {self.n:,} messages handled within {TIMEOUT:.0f} s"
+            ) from None
 
 
 async def elapsed(started: float, done: Done) -> float:

@@ -81,10 +81,21 @@ def run(workloads: list[Workload], *, n: int, repeat: int, min_seconds: float) -
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for name in order:
                 size = workload.sizes[name]
-                seconds = asyncio.run(workload.implementations[name](size))
+                seconds = _once(workload, name, size)
                 workload.seconds.setdefault(name, []).append(seconds)
                 workload.rates.setdefault(name, []).append(size / seconds)
         print(f"  {workload.broker:<14} {workload.name:<34} " + _summary(workload), flush=True)
+
+
+def _once(workload: Workload, name: str, size: int) -> float:
+    """Seconds one run of ``name`` with ``size`` messages takes, in an event loop of its
+    own; a run that times out says which implementation and workload it was."""
+    try:
+        return asyncio.run(workload.implementations[name](size))
+    except TimeoutError as exc:
+        raise RuntimeError(
+            f"{workload.broker} {workload.name}: {name} with N={size:,} timed out: {exc}"
+        ) from exc
 
 
 def _calibrate(workload: Workload, name: str, n: int, min_seconds: float) -> int:
@@ -95,7 +106,7 @@ def _calibrate(workload: Workload, name: str, n: int, min_seconds: float) -> int
     """
     size = n
     while True:
-        seconds = asyncio.run(workload.implementations[name](size))
+        seconds = _once(workload, name, size)
         wanted = _round_up(size / seconds * min_seconds * _MARGIN)
         if seconds >= min_seconds / 4 or size >= MAX_N:
             return min(max(n, wanted), MAX_N)
