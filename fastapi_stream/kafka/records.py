@@ -94,8 +94,8 @@ def _failed(exc: BaseException) -> bool:
     return task is not None and task.cancelling() == 0
 
 
-async def quietly(awaitable: Any) -> None:
-    """Housekeeping on the way out: bounded, and never raising."""
+async def quietly(awaitable: Any) -> bool:
+    """Housekeeping on the way out: bounded, and never raising. Whether it completed."""
     try:
         async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
             await awaitable
@@ -103,20 +103,16 @@ async def quietly(awaitable: Any) -> None:
         if not _failed(exc):
             raise
         logger.debug("kafka housekeeping failed: %s", reason(exc))
+        return False
+    return True
 
 
 async def stop_client(client: Any) -> None:
     """Stop an aiokafka producer or consumer within the housekeeping bound. One that
     hangs or fails half-way (a broker gone, a group that cannot be left) has its
     connections closed anyway, so no socket outlives the app."""
-    try:
-        async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):
-            await client.stop()
+    if await quietly(client.stop()):
         return
-    except BaseException as exc:
-        if not _failed(exc):
-            raise
-        logger.debug("stopping a kafka client failed: %s", reason(exc))
     connections = getattr(client, "_client", None) or getattr(client, "client", None)
     if connections is not None:
         await quietly(connections.close())
