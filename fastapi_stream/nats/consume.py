@@ -363,14 +363,10 @@ class JetStreamSubscription(NatsSubscription):
     async def _hand_back(self) -> None:
         """Unsettled (buffered, fetched, or waiting for a delayed redelivery): back to
         JetStream now, instead of after its ack wait."""
-        pending = list(self.unsettled)
-        self.unsettled.clear()
         self.buffer.clear()
-        client = self.transport.client
-        for message in pending:
-            await client.publish(message.raw_message.reply, _NAK)
+        await self._reply(list(self.unsettled), _NAK, "handing messages back")
         async with asyncio.timeout(self.transport.publish_timeout):
-            await client.flush()
+            await self.transport.client.flush()
 
 
 class KvSubscription(NatsSubscription):

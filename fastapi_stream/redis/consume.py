@@ -212,13 +212,7 @@ class ListSubscription(Subscription):
         self.unsure = False
 
     def _forget(self, messages: Sequence[StreamMessage]) -> None:
-        held = self.held
-        for message in messages:
-            raw = message.raw_message
-            if held[raw] > 1:
-                held[raw] -= 1
-            else:
-                held.pop(raw, None)
+        self.held -= Counter(message.raw_message for message in messages)
 
     async def settle(
         self, acked: Sequence[StreamMessage], rejected: Sequence[StreamMessage]
