@@ -5,7 +5,8 @@ one channel per subscription (its QoS is the subscription's prefetch, see
 ``subscription.py``), and a channel that consumes RabbitMQ's direct reply-to
 pseudo-queue for requests. After the connection is lost, aio-pika reopens the channels
 and restores exchanges, queues, bindings and consumers; messages that were in flight on
-the lost channels are requeued by RabbitMQ. Only this package imports aio-pika.
+the lost channels are requeued by RabbitMQ. A watchdog notices a connection that went
+silent without closing (``watchdog.py``). Only this package imports aio-pika.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from fastapi_stream.rabbit.options import (
     binding_for,
 )
 from fastapi_stream.rabbit.routing import RabbitRouting
+from fastapi_stream.rabbit.watchdog import Watchdog, heartbeat_of
 
 __all__ = ["RabbitMessage", "RabbitTransport"]
 
@@ -121,6 +123,7 @@ class RabbitTransport(Transport):
     ) -> None:
         check_options(type(self).__name__, options, RabbitOptions.__optional_keys__)
         self.url = url
+        self.heartbeat = heartbeat_of(url)
         self.exchange = as_exchange(options.get("exchange"))
         self.queue_arguments = dict(options.get("queue_arguments") or {})
         self.publish_timeout = options.get("publish_timeout", 10.0)
@@ -131,6 +134,7 @@ class RabbitTransport(Transport):
         )
         self.ssl_context = options.get("ssl_context")
         self._connection: AbstractRobustConnection | None = None
+        self._watchdog: Watchdog | None = None
         self._publisher: AbstractChannel | None = None
         self._declared: set[str] = set()  # exchanges declared on the publishing channel
         self._reply_channel: AbstractChannel | None = None
@@ -158,6 +162,7 @@ class RabbitTransport(Transport):
             async with asyncio.timeout(self.connect_timeout):
                 connection = await aio_pika.connect_robust(
                     self.url,
+                    heartbeat=self.heartbeat,
                     client_properties={"connection_name": self.connection_name},
                     reconnect_interval=self.reconnect_interval,
                     ssl_context=self.ssl_context,
@@ -178,11 +183,16 @@ class RabbitTransport(Transport):
             await connection.close()
             raise _client_error(exc, f"RabbitMQ at {self.describe()} refused the setup") from None
         self._connection = connection
+        if self.heartbeat > 0:
+            self._watchdog = Watchdog(connection, self.heartbeat, self.describe())
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return
+        if self._watchdog is not None:
+            await self._watchdog.stop()
+            self._watchdog = None
         self._replies.fail_all(BrokerNotConnected("the RabbitMQ connection was closed"))
         try:
             async with asyncio.timeout(HOUSEKEEPING_TIMEOUT):

@@ -446,9 +446,6 @@ def _via(url: str, port: int) -> str:
         "nats-js",
         "redis-list",  # the regression test of a take lost on a silent connection
         full=("redis-stream", "rabbit"),
-        rabbit="aiormq (under aio-pika) declares a connection dead only after 3 x "
-        "(heartbeat + 1) s without a frame: noticed after 9.1 s with heartbeat=2, limit two "
-        "heartbeats (4 s); nothing is lost and consuming resumes about 10 s after",
     ),
     indirect=True,
 )

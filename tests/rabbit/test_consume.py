@@ -5,7 +5,9 @@ with their confirms before the acks, and a consumer that comes back on its own."
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -194,9 +196,7 @@ async def test_consuming_resumes_when_the_channel_is_back_not_at_the_next_backof
             await asyncio.sleep(2.0)
             await proxy.start()
             back = loop.time()
-            message = aio_pika.Message(b'"after"', content_type="application/json")
-            await admin.default_exchange.publish(message, routing_key=name)
-            await eventually(lambda: "after" in received, "the message after the cut", 15)
+            await _handled_after(admin, name, received)
             resumed = loop.time() - back
     finally:
         await proxy.stop()
@@ -243,3 +243,55 @@ async def test_a_reconnect_attempt_that_is_never_answered_is_given_up(
             writer.transport.abort()
         await proxy.stop()
         await admin.queue_delete(name)
+
+
+async def test_a_connection_that_goes_silent_is_noticed_within_two_heartbeats(
+    uid: str, admin: aio_pika.abc.AbstractChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy black-holes the connection: what either side sends is dropped, nothing
+    is closed. The watchdog gets no answer within a heartbeat (2 s here), closes the
+    connection, and aio-pika reconnects through the proxy. aiormq alone noticed only
+    after 3 x (heartbeat + 1) = 9 s (fault case F10)."""
+    name = f"test.{uid}.hole"
+    proxy = Proxy(("127.0.0.1", 5672))
+    await proxy.start()
+    url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/?heartbeat=2"
+    rabbit = RabbitRouter(url, connection_name=f"fastapi-stream test {uid}")
+    received: list[str] = []
+
+    @rabbit.subscriber(RabbitQueue(name, arguments={"x-expires": 30_000}))
+    async def handle(text: str) -> None:
+        received.append(text)
+
+    caplog.set_level(logging.WARNING, "fastapi_stream.rabbit")
+    try:
+        async with rabbit.broker as broker:
+            await broker.publish("before", name)
+            await eventually(lambda: received == ["before"], "the first message")
+            holed = time.time()
+            assert proxy.blackhole() > 0
+            await _handled_after(admin, name, received)
+            resumed = time.time() - holed
+    finally:
+        await proxy.stop()
+        await admin.queue_delete(name)
+    noticed = [r.created - holed for r in caplog.records if "did not answer" in r.getMessage()]
+    assert noticed, "the silent connection was never noticed"
+    assert noticed[0] < 4.0, f"noticed after {noticed[0]:.1f} s"
+    assert resumed < 8.0, f"consuming resumed {resumed:.1f} s after the hole"
+
+
+def test_a_heartbeat_that_is_no_number_fails_at_startup() -> None:
+    with pytest.raises(ConfigurationError, match="heartbeat='often'"):
+        RabbitTransport("amqp://guest:guest@localhost/?heartbeat=often")
+    assert RabbitTransport("amqp://localhost/?heartbeat=0").heartbeat == 0
+    assert RabbitTransport("amqp://localhost/").heartbeat == 20
+
+
+async def _handled_after(
+    admin: aio_pika.abc.AbstractChannel, name: str, received: list[str]
+) -> None:
+    """Publishes "after" to queue ``name`` directly and waits until it is handled."""
+    message = aio_pika.Message(b'"after"', content_type="application/json")
+    await admin.default_exchange.publish(message, routing_key=name)
+    await eventually(lambda: "after" in received, "the message after the fault", 15)
