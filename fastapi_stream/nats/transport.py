@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Unpack
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, JetStreamManager, api
 from nats.js.errors import APIError, BucketNotFoundError
 from nats.js.kv import KeyValue
@@ -27,7 +28,8 @@ from fastapi_stream.core.errors import (
     RequestTimeout,
     TransportError,
 )
-from fastapi_stream.core.message import OutgoingMessage, StreamMessage
+from fastapi_stream.core.message import OutgoingMessage, StreamMessage, new_message_id
+from fastapi_stream.core.replies import Replies
 from fastapi_stream.core.transport import Deliver, Routing, SubscriptionSpec, Transport
 from fastapi_stream.core.url import redact
 from fastapi_stream.nats.consume import JetStreamSubscription, KvSubscription, NatsSubscription
@@ -41,6 +43,7 @@ from fastapi_stream.nats.wire import (
     NatsMessage,
     NatsRouting,
     is_pub_ack,
+    is_status,
     nats_error,
     outgoing_headers,
     plain_message,
@@ -52,6 +55,7 @@ __all__ = ["KeyValue", "NatsMessage", "NatsRouting", "NatsTransport", "subject_m
 logger = logging.getLogger("fastapi_stream.nats")
 
 _SUBSCRIBER_OPTIONS = NatsSubscriberOptions.__optional_keys__
+_NO_RESPONDERS = "503"  # the status a request gets when no subscription has its subject
 _STREAM_EXISTS = 10058  # JetStream: "stream name already in use with a different configuration"
 
 
@@ -92,6 +96,8 @@ class NatsTransport(Transport):
         #: next fetch, what the server may have lost.
         self.generation = 0
         self._subscriptions: dict[NatsSubscription, None] = {}
+        self._inbox = ""  # where replies to requests arrive: {inbox}.{correlation id in hex}
+        self._replies: Replies[Msg] = Replies()
         self._streams: dict[str, JStream] = {}
         if isinstance(self.stream, JStream):
             self._streams[self.stream.name] = self.stream
@@ -150,6 +156,8 @@ class NatsTransport(Transport):
                 f"{reason}"
             ) from None
         self._nc, self._js = nc, None
+        self._inbox = nc.new_inbox()
+        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
         if self.stream is not None:
             try:
                 await self.ensure_stream(self.stream)
@@ -164,6 +172,7 @@ class NatsTransport(Transport):
         if nc is None or self._closing:
             return
         self._closing = True
+        self._replies.fail_all(BrokerNotConnected(f"NATS {self.describe()} was closed"))
         for subscription in list(self._subscriptions):  # hand back their messages first
             await subscription.close()
         self._nc = None
@@ -292,30 +301,25 @@ class NatsTransport(Transport):
                     raise result
 
     async def request(self, message: OutgoingMessage, timeout: float) -> StreamMessage:
-        # A reply inbox of its own per request (no waiter registry): NATS addresses a
-        # reply by subject, and the "no responders" status and a stream's publish ack
-        # arrive there too, with no correlation id to find the request by.
-        nc = self.client
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        message.reply_to = inbox
-        try:
-            async with asyncio.timeout(timeout):
-                await self.publish(message)
-                while True:
-                    reply = await sub.next_msg(timeout=None)
-                    status = reply.headers.get("Status") if reply.headers else None
-                    if status == "503":
-                        raise RequestTimeout(f"no subscriber answers on {message.channel!r}")
-                    if not status and not is_pub_ack(reply):
-                        return plain_message(reply)
-        except RequestTimeout:
-            raise
-        except TimeoutError:
-            raise RequestTimeout(f"no reply from {message.channel!r} within {timeout}s") from None
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        # One inbox subscription serves every request, as in nats-py's own request. The
+        # reply subject ends with the request's correlation id in hex (a subject token):
+        # it finds the waiting request for what carries no correlation id too, the
+        # server's "no responders" status.
+        correlation_id = message.correlation_id = message.correlation_id or new_message_id()
+        reply_to = f"{self._inbox}.{correlation_id.encode().hex()}"
+        reply = await self._replies.request(message, reply_to, timeout, self.publish)
+        if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+            raise RequestTimeout(f"no subscriber answers on {message.channel!r}")
+        return plain_message(reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        if is_status(msg):
+            if msg.headers is None or msg.headers.get("Status") != _NO_RESPONDERS:
+                return
+        elif is_pub_ack(msg):
+            return  # a stream stores the request's subject; the reply comes after
+        with contextlib.suppress(ValueError):
+            self._replies.resolve(bytes.fromhex(msg.subject.rpartition(".")[2]).decode(), msg)
 
     # -- consuming ---------------------------------------------------------------------
 

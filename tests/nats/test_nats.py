@@ -219,6 +219,36 @@ async def test_request_reply_and_timeouts_leave_nothing_behind() -> None:
         assert len(asyncio.all_tasks()) == tasks
 
 
+async def test_concurrent_requests_share_one_inbox_and_each_gets_its_reply() -> None:
+    """Replies arrive on one inbox subscription, found by the correlation id at the end of
+    their subject: a correlation id that is no subject token works too, and a request
+    nobody answers in time leaves no waiter behind."""
+    subject = name()
+    router = NatsRouter(URL)
+
+    @router.subscriber(subject, max_workers=8)
+    async def slow_echo(n: int) -> int:
+        await asyncio.sleep(0.01 * (n % 3))
+        return n
+
+    @router.subscriber(f"{subject}.silent")
+    async def silent(n: int) -> None:
+        await asyncio.sleep(WAIT)
+
+    async with router.broker as broker:
+        subscriptions = len(router.transport.client._subs)
+        replies = await asyncio.gather(
+            *(broker.request(n, subject, timeout=WAIT) for n in range(20)),
+            broker.request(99, subject, timeout=WAIT, correlation_id="order 7.* >"),
+        )
+        assert [r.decode() for r in replies] == [*range(20), 99]
+        assert replies[-1].correlation_id == "order 7.* >"
+        with pytest.raises(RequestTimeout, match="within"):
+            await broker.request(1, f"{subject}.silent", timeout=0.2)
+        assert len(router.transport.client._subs) == subscriptions
+        assert len(router.transport._replies) == 0
+
+
 async def test_request_to_a_stored_subject_skips_the_stream_ack() -> None:
     subject = f"{name()}.rpc"
     storing = NatsTransport(URL, stream=memory_stream([subject]))  # declares it
