@@ -35,6 +35,7 @@ from fastapi_stream.nats.options import JStream, KvWatch, PullSub
 from fastapi_stream.nats.wire import (
     NatsMessage,
     is_status,
+    kv_message,
     nats_error,
     plain_message,
     stream_name,
@@ -143,10 +144,7 @@ class NatsSubscription(Subscription):
         msgs = [first]
         while len(msgs) < limit and not queue.empty():
             msgs.append(queue.get_nowait())
-        return [self._message(msg) for msg in msgs if not is_status(msg)]
-
-    def _message(self, msg: Msg) -> StreamMessage:
-        return plain_message(msg, reply_to=msg.reply or None)
+        return [plain_message(m, reply_to=m.reply or None) for m in msgs if not is_status(m)]
 
     async def close(self) -> None:
         if self.closed:
@@ -394,19 +392,7 @@ class KvSubscription(NatsSubscription):
             return ()
         if not isinstance(entry, KeyValue.Entry):
             return ()  # the end of the initial values
-        return (
-            StreamMessage(
-                entry.value or b"",
-                channel=entry.key,
-                headers={
-                    "kv-bucket": entry.bucket,
-                    "kv-operation": entry.operation or "PUT",
-                    "kv-revision": str(entry.revision),
-                },
-                message_id=f"{entry.bucket}.{entry.revision}",
-                raw_message=entry,
-            ),
-        )
+        return (kv_message(entry),)
 
     async def _stop_source(self) -> None:
         if self.watcher is not None:

@@ -1,6 +1,6 @@
 """What crosses the wire to NATS: subject rules, the header envelope, the messages made of
-what arrives (:class:`NatsMessage` for JetStream) and the one mapping of nats-py's errors
-to fastapi_stream's.
+what arrives (:class:`NatsMessage` for JetStream, :func:`kv_message` for a key-value
+watch) and the one mapping of nats-py's errors to fastapi_stream's.
 
 NATS has no fields for message and correlation ids, a reply address (JetStream uses the
 reply subject for acks) or a content type, so they travel in the headers ``message_id``,
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from nats import errors as nats_errors
 from nats.aio.msg import Msg
 from nats.js.errors import NoStreamResponseError
+from nats.js.kv import KeyValue
 
 from fastapi_stream.core.errors import (
     BrokerNotConnected,
@@ -126,6 +127,21 @@ def plain_message(msg: Msg, *, reply_to: str | None = None) -> StreamMessage:
         reply_to=reply_to or envelope.get(REPLY_TO),
         content_type=envelope.get(CONTENT_TYPE),
         raw_message=msg,
+    )
+
+
+def kv_message(entry: KeyValue.Entry) -> StreamMessage:
+    """A key-value change, on channel ``key``; bucket, operation and revision in headers."""
+    return StreamMessage(
+        entry.value or b"",
+        channel=entry.key,
+        headers={
+            "kv-bucket": entry.bucket,
+            "kv-operation": entry.operation or "PUT",
+            "kv-revision": str(entry.revision),
+        },
+        message_id=f"{entry.bucket}.{entry.revision}",
+        raw_message=entry,
     )
 
 

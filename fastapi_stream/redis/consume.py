@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from fastapi_stream.core import envelope
 from fastapi_stream.core.message import StreamMessage
 from fastapi_stream.core.transport import Subscription, SubscriptionSpec
 from fastapi_stream.redis.options import ListSub, StreamSub
 from fastapi_stream.redis.routing import redis_glob, stream_group
-from fastapi_stream.redis.wire import decode_fields
+from fastapi_stream.redis.wire import entry_message
 
 if TYPE_CHECKING:
     from fastapi_stream.redis.transport import RedisTransport
@@ -339,18 +338,9 @@ class StreamSubscription(Subscription):
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream while pending
                 continue
-            body, meta = decode_fields(fields)
-            self.transport.expect_reply(meta.get("reply_to"))
-            messages.append(
-                envelope.message_from(
-                    body,
-                    meta,
-                    self.name,
-                    (entry_id, fields),
-                    message_id=entry_id.decode(),
-                    attempt=1 if counted else attempts.get(entry_id),
-                )
-            )
+            attempt = 1 if counted else attempts.get(entry_id)
+            messages.append(message := entry_message(self.name, entry_id, fields, attempt))
+            self.transport.expect_reply(message.reply_to)
             self.unsettled.add(entry_id)
         return messages
 

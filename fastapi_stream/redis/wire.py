@@ -13,9 +13,9 @@ from typing import Any
 
 from fastapi_stream.core import envelope
 from fastapi_stream.core.codec import JSON
-from fastapi_stream.core.message import OutgoingMessage
+from fastapi_stream.core.message import OutgoingMessage, StreamMessage
 
-__all__ = ["decode_fields", "stream_fields"]
+__all__ = ["entry_message", "stream_fields"]
 
 
 def stream_fields(message: OutgoingMessage) -> dict[Any, Any]:
@@ -30,7 +30,7 @@ def stream_fields(message: OutgoingMessage) -> dict[Any, Any]:
     return fields
 
 
-def decode_fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, dict[str, Any]]:
+def _decode_fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, dict[str, Any]]:
     """``(body, metadata)`` of a stream entry. An entry without a ``body`` field (another
     producer's) becomes a JSON object of its fields."""
     if b"body" not in fields:
@@ -46,3 +46,15 @@ def decode_fields(fields: Mapping[bytes, bytes]) -> tuple[bytes, dict[str, Any]]
         with contextlib.suppress(ValueError):
             meta["headers"] = json.loads(headers)
     return fields[b"body"], meta
+
+
+def entry_message(
+    stream: str, entry_id: bytes, fields: Mapping[bytes, bytes], attempt: int | None
+) -> StreamMessage:
+    """The message stream entry ``entry_id`` carries; its id is the entry's unless the
+    producer gave one."""
+    body, meta = _decode_fields(fields)
+    raw = (entry_id, fields)
+    return envelope.message_from(
+        body, meta, stream, raw, message_id=entry_id.decode(), attempt=attempt
+    )
