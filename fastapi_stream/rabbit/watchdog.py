@@ -56,20 +56,23 @@ class Watchdog:
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        while True:
+        while True:  # asks at once: its channel is open from the start, not later
+            await self._check()
             await asyncio.sleep(self.heartbeat / 2)
-            underlay = self.connection.transport  # None while aio-pika reconnects
-            amqp = None if underlay is None else underlay.connection
-            if amqp is None or amqp.is_closed or await self._answers(amqp):
-                continue
-            logger.warning(
-                "RabbitMQ at %s did not answer within the %ds heartbeat; reconnecting",
-                self.broker,
-                self.heartbeat,
-            )
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.heartbeat):
-                    await amqp.close(ConnectionError("no answer within the heartbeat"))
+
+    async def _check(self) -> None:
+        underlay = self.connection.transport  # None while aio-pika reconnects
+        amqp = None if underlay is None else underlay.connection
+        if amqp is None or amqp.is_closed or await self._answers(amqp):
+            return
+        logger.warning(
+            "RabbitMQ at %s did not answer within the %ds heartbeat; reconnecting",
+            self.broker,
+            self.heartbeat,
+        )
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.heartbeat):
+                await amqp.close(ConnectionError("no answer within the heartbeat"))
 
     async def _answers(self, amqp: aiormq.abc.AbstractConnection) -> bool:
         """Whether ``amqp`` answers within a heartbeat, or cannot be asked now (blocked,
