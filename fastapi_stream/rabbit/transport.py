@@ -2,7 +2,7 @@
 
 One robust connection per transport: a channel with publisher confirms for publishing,
 one channel per subscription (its QoS is the subscription's prefetch, see
-``subscription.py``), and a channel that consumes RabbitMQ's direct reply-to
+``consume.py``), and a channel that consumes RabbitMQ's direct reply-to
 pseudo-queue for requests. After the connection is lost, aio-pika reopens the channels
 and restores exchanges, queues, bindings and consumers; messages that were in flight on
 the lost channels are requeued by RabbitMQ. A watchdog notices a connection that went

@@ -47,7 +47,6 @@ class Watchdog:
 
     def __init__(self, connection: AbstractRobustConnection, heartbeat: int, broker: str) -> None:
         self.connection, self.heartbeat, self.broker = connection, heartbeat, broker
-        self._asked: aiormq.abc.AbstractConnection | None = None
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._task = asyncio.create_task(self._run(), name=f"watchdog {broker}")
 
@@ -84,9 +83,10 @@ class Watchdog:
             return True  # blocked: asked again once unblocked
         try:
             async with asyncio.timeout(self.heartbeat):
-                if self._asked is not amqp or self._channel is None or self._channel.is_closed:
-                    self._asked, self._channel = amqp, await amqp.channel()
-                await self._channel.exchange_declare("amq.direct", passive=True)
+                channel = self._channel
+                if channel is None or channel.connection is not amqp or channel.is_closed:
+                    self._channel = channel = await amqp.channel()
+                await channel.exchange_declare("amq.direct", passive=True)
         except TimeoutError:
             return amqp.is_closed
         except Exception as exc:

@@ -339,8 +339,9 @@ class StreamSubscription(Subscription):
             if fields is None:  # deleted from the stream while pending
                 continue
             attempt = 1 if counted else attempts.get(entry_id)
-            messages.append(message := entry_message(self.name, entry_id, fields, attempt))
+            message = entry_message(self.name, entry_id, fields, attempt)
             self.transport.expect_reply(message.reply_to)
+            messages.append(message)
             self.unsettled.add(entry_id)
         return messages
 
